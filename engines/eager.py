@@ -1,0 +1,34 @@
+"""Plain PyTorch: any device, any precision. The reference every other backend is checked against."""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import torch
+from torch import Tensor
+
+from derain.engines.base import PRECISIONS
+from derain.models.brn import BRN, Derainer
+
+
+class EagerEngine:
+    backend = "eager"
+
+    def __init__(self, model: BRN, device: torch.device, precision: str = "fp32") -> None:
+        start = time.perf_counter()
+        self.device = device
+        self.precision = precision
+        self.dtype = PRECISIONS[precision]
+        module = Derainer(copy.deepcopy(model)).eval().to(device=device, dtype=self.dtype)
+        if device.type == "cuda":
+            module = module.to(memory_format=torch.channels_last)
+        self.module = module
+        self.build_seconds = time.perf_counter() - start
+
+    @torch.inference_mode()
+    def run(self, batch: Tensor) -> Tensor:
+        batch = batch.to(device=self.device, dtype=self.dtype)
+        if self.device.type == "cuda":
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        return self.module(batch)

@@ -1,0 +1,137 @@
+"""The `derain` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from rich.table import Table
+
+from derain.engines import EngineError
+from derain.models.brn import CheckpointError, pretrained_cfgs
+from derain.models.data import ImageError, find_pairs
+from derain.models.evaluate import ImageScore, evaluate
+from derain.models.hub import BUILTIN_NAME, BUILTIN_PATH, FetchError, cache_dir, cached_path, fetch, is_cached
+from derain.stream.images import ImageJob, plan_jobs, run_jobs
+from derain.stream.options import add_engine_options, console, engine_from_args
+
+# Errors whose message is already one line that says what to do.
+USER_ERRORS = (CheckpointError, EngineError, FetchError, ImageError, FileNotFoundError, FileExistsError)
+
+
+def cmd_image(args: argparse.Namespace) -> int:
+    outdir = Path(args.output)
+    jobs = plan_jobs(args.inputs, outdir, args.rain)
+    model, engine = engine_from_args(args)
+    outdir.mkdir(parents=True, exist_ok=True)
+
+    def report(job: ImageJob, error: str | None) -> None:
+        if error:
+            console.print(f"[red]derain: error:[/red] {error}")
+        else:
+            console.print(f"{job.source} -> {job.output}")
+
+    failed = run_jobs(engine, model if args.rain else None, jobs, report)
+    if failed:
+        console.print(f"[red]derain: {failed} of {len(jobs)} image(s) failed[/red]")
+        return 1
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    pairs = find_pairs(args.dataset)
+    if args.limit:
+        pairs = pairs[: args.limit]
+    _, engine = engine_from_args(args)
+
+    def on_image(score: ImageScore) -> None:
+        console.print(f"[dim]{score.name}: {score.psnr:.2f} dB, SSIM {score.ssim:.4f}[/dim]")
+
+    report = evaluate(engine.run, pairs, str(args.dataset), args.weights or BUILTIN_NAME, on_image)
+    table = Table(title=f"{args.dataset}: {report.count} images")
+    for column in ("", "PSNR (dB)", "SSIM"):
+        table.add_column(column, justify="right")
+    table.add_row("rainy input", f"{report.mean('input_psnr'):.2f}", f"{report.mean('input_ssim'):.4f}")
+    table.add_row("derained", f"{report.mean('psnr'):.2f}", f"{report.mean('ssim'):.4f}")
+    console.print(table)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    return 0
+
+
+def cmd_weights_list(args: argparse.Namespace) -> int:
+    table = Table(title=f"weights (cache: {cache_dir()})")
+    for column in ("name", "variant", "trained on", "cached"):
+        table.add_column(column)
+    table.add_row(BUILTIN_NAME, "brn", "synthetic rain (this project)", "built in" if BUILTIN_PATH.is_file() else "missing")
+    for cfg in pretrained_cfgs.values():
+        table.add_row(cfg.name, cfg.variant, f"{cfg.training_data} (authors)", str(cached_path(cfg)) if is_cached(cfg) else "no")
+    console.print(table)
+    console.print("[dim]The authors' checkpoints carry no licence: fetched only on request, never shipped.[/dim]")
+    return 0
+
+
+def cmd_weights_fetch(args: argparse.Namespace) -> int:
+    for name in args.names:
+        path = fetch(name, mirror=args.mirror, timeout=args.timeout)
+        console.print(f"{name}: {path} (SHA-256 checked)")
+    return 0
+
+
+def add_image_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("image", help="derain image files or folders into PNGs")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
+    p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the derained PNGs")
+    p.add_argument("--rain", action="store_true", help="also write the rain layer as NAME_rain.png")
+    add_engine_options(p)
+    p.set_defaults(func=cmd_image)
+
+
+def add_eval_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="PSNR/SSIM on a paired test set, with the paper's protocol")
+    p.add_argument("dataset", type=Path, metavar="DATASET", help="input/+target/, rain/+norain/ or the authors' rainy/ layout")
+    p.add_argument("--json", metavar="FILE", help="write the means and per-image figures as JSON")
+    p.add_argument("--limit", type=int, default=0, metavar="N", help="only the first N pairs")
+    add_engine_options(p)
+    p.set_defaults(func=cmd_eval, precision="fp32")
+
+
+def add_weights_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("weights", help="list or fetch named weights")
+    wsub = p.add_subparsers(dest="weights_command", required=True)
+    wsub.add_parser("list", help="the named weights and what is cached").set_defaults(func=cmd_weights_list)
+    f = wsub.add_parser("fetch", help="download named weights into the cache, checking their SHA-256")
+    f.add_argument("names", nargs="+", metavar="NAME")
+    f.add_argument("--mirror", metavar="URL", help="base URL of a flat folder of the released files (or $DERAIN_WEIGHTS_MIRROR)")
+    f.add_argument("--timeout", type=float, default=30.0, metavar="S", help="network timeout in seconds")
+    f.set_defaults(func=cmd_weights_fetch)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="derain", description="Remove rain from images and video with BRN.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_image_parser(sub)
+    add_eval_parser(sub)
+    add_weights_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except USER_ERRORS as err:
+        message = err.args[0] if isinstance(err, OSError) and len(err.args) == 1 else str(err)
+        console.print(f"[red]derain: error:[/red] {message}", soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        console.print("[yellow]derain: interrupted[/yellow]")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

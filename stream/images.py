@@ -1,0 +1,71 @@
+"""`derain image`: derain still images and folders of them into PNGs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from derain.engines import Engine
+from derain.models.brn import BRN
+from derain.models.data import IMAGE_SUFFIXES, ImageError, list_images, read_image_raw, split_alpha, write_png
+
+
+@dataclass
+class ImageJob:
+    source: Path
+    output: Path
+    rain_output: Path | None
+
+
+def plan_jobs(inputs: Iterable[str | Path], outdir: Path, rain: bool) -> list[ImageJob]:
+    """One job per image: folders are expanded (not recursively), names must not collide."""
+    sources: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found = list_images(item)
+            if not found:
+                raise FileNotFoundError(f"{item}: folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            sources.extend(found)
+        elif item.exists():
+            sources.append(item)
+        else:
+            raise FileNotFoundError(f"{item}: no such file or folder")
+    jobs: list[ImageJob] = []
+    taken: dict[str, Path] = {}
+    for source in sources:
+        if source.stem in taken:
+            raise FileExistsError(f"{source} and {taken[source.stem]} would both be written to {outdir / (source.stem + '.png')}; derain them into separate folders")
+        taken[source.stem] = source
+        rain_output = outdir / f"{source.stem}_rain.png" if rain else None
+        jobs.append(ImageJob(source, outdir / f"{source.stem}.png", rain_output))
+    return jobs
+
+
+def derain_image(engine: Engine, model: BRN | None, job: ImageJob) -> None:
+    """Derain one file. Gray comes back as RGB, alpha is carried through untouched."""
+    rgb, alpha = split_alpha(read_image_raw(job.source))
+    batch = torch.from_numpy(rgb).permute(2, 0, 1)[None].to(engine.device)
+    clean = engine.run(batch)[0].float().permute(1, 2, 0).cpu().numpy()
+    write_png(job.output, clean, alpha)
+    if job.rain_output is not None and model is not None:
+        # The rain layer is not part of an engine's output; the eager FP32 model computes it.
+        with torch.inference_mode():
+            _, rain = model(batch.float().cpu())
+        write_png(job.rain_output, np.clip(rain[0].permute(1, 2, 0).numpy(), 0.0, 1.0))
+
+
+def run_jobs(engine: Engine, model: BRN | None, jobs: list[ImageJob], report) -> int:
+    """Derain every job; a bad image is reported and skipped. Returns how many failed."""
+    failed = 0
+    for job in jobs:
+        try:
+            derain_image(engine, model, job)
+            report(job, None)
+        except ImageError as err:
+            failed += 1
+            report(job, str(err))
+    return failed
