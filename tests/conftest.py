@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from derain.models import BRN, save_checkpoint
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+OFFICIAL = SHARED / "weights" / "official"
+RAIN100L = SHARED / "data" / "Rain100L"
+
+
+def needs(path: Path) -> pytest.MarkDecorator:
+    return pytest.mark.skipif(not path.is_dir(), reason=f"{path} is absent (only a checkout with ../shared has it)")
+
+
+needs_official = needs(OFFICIAL)
+needs_rain100l = needs(RAIN100L)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reads or writes the user's real weight cache or talks to a real mirror."""
+    monkeypatch.setenv("DERAIN_CACHE", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.delenv("DERAIN_WEIGHTS_MIRROR", raising=False)
+
+
+def random_brn(variant: str = "brn", stages: int = 4, seed: int = 0) -> BRN:
+    """A BRN with weights large enough that every layer visibly matters."""
+    torch.manual_seed(seed)
+    model = BRN(variant, stages)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.15)
+    return model.eval()
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path: Path) -> Path:
+    """A one-stage BRN in the project's format: fast enough for CLI tests on a 2-core CPU."""
+    return save_checkpoint(random_brn(stages=1), tmp_path / "tiny.safetensors", training_data="random")
