@@ -18,6 +18,7 @@ state dicts (separate conv_i/conv_f/conv_g/conv_o) onto this layout.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -235,10 +236,33 @@ def checkpoint_filter_fn(state_dict: dict[str, Tensor], model: BRN) -> dict[str,
     return out
 
 
-def _key_sample(keys: object, limit: int = 4) -> str:
-    names = list(keys)[:limit] if hasattr(keys, "__iter__") else []
-    more = f" (+{len(keys) - limit} more)" if hasattr(keys, "__len__") and len(keys) > limit else ""
-    return (", ".join(repr(str(k)) for k in names) or "none") + more
+def to_authors_state_dict(model: BRN) -> dict[str, Tensor]:
+    """The inverse of `checkpoint_filter_fn`: `model` in the authors' key layout.
+
+    The authors' files also carry res_conv4_r and res_conv5_r, which their forward pass never
+    used; they are written as zeros so that the authors' code loads the result unchanged.
+    """
+    ours = model.state_dict()
+    out: dict[str, Tensor] = {}
+    for branch, blocks in (("image", IMAGE_BLOCKS), ("rain", RAIN_BLOCKS)):
+        s = _AUTHOR_SUFFIX[branch]
+        for name, theirs in _author_names(branch, blocks).items():
+            for p in ("weight", "bias"):
+                out[f"{theirs}.{p}"] = ours[f"{name}.{p}"].clone()
+        for p in ("weight", "bias"):
+            for g, tensor in zip(_GATE_ORDER, ours[f"{branch}.gates.{p}"].chunk(4)):
+                out[f"conv_{g}{s}.0.{p}"] = tensor.clone()
+    for k in (4, 5):
+        for i in (0, 2):
+            out[f"res_conv{k}_r.{i}.weight"] = torch.zeros(FEATURES, FEATURES, 3, 3)
+            out[f"res_conv{k}_r.{i}.bias"] = torch.zeros(FEATURES)
+    return out
+
+
+def _key_sample(keys: Iterable[str], limit: int = 4) -> str:
+    names = [str(k) for k in keys]
+    more = f" (+{len(names) - limit} more)" if len(names) > limit else ""
+    return (", ".join(repr(k) for k in names[:limit]) or "none") + more
 
 
 @dataclass(frozen=True)
