@@ -29,9 +29,14 @@ class FetchError(RuntimeError):
     """A download that failed or did not match its hash; nothing was cached."""
 
 
+def cache_root() -> Path:
+    """The project's cache: $DERAIN_CACHE, else the platform's user cache folder."""
+    return Path(os.environ.get(CACHE_ENV) or platformdirs.user_cache_dir("derain"))
+
+
 def cache_dir() -> Path:
-    """Where fetched weights live: $DERAIN_CACHE, else the platform's user cache folder."""
-    return Path(os.environ.get(CACHE_ENV) or platformdirs.user_cache_dir("derain")) / "weights"
+    """Where fetched weights live."""
+    return cache_root() / "weights"
 
 
 def cached_path(cfg: PretrainedCfg) -> Path:

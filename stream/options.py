@@ -6,7 +6,9 @@ import argparse
 
 from rich.console import Console
 
-from derain.engines import BACKENDS, PRECISIONS, Engine, build_engine
+from torch import Tensor
+
+from derain.engines import BACKENDS, PRECISIONS, Engine, build_engine, check_accuracy
 from derain.models.brn import BRN
 from derain.models.hub import load_model
 
@@ -32,13 +34,30 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="default: fp16 on a GPU, fp32 on the CPU",
     )
+    parser.add_argument("--tile", type=int, metavar="PX", help="run frames larger than PX in overlapping PX-sized tiles")
+    parser.add_argument(
+        "--allow-lossy",
+        action="store_true",
+        help="go on when a reduced-precision engine differs from fp32 by more than the 45 dB guard",
+    )
 
 
 def engine_from_args(args: argparse.Namespace) -> tuple[BRN, Engine]:
     model = load_model(args.weights)
-    engine = build_engine(model, args.engine, args.device, args.precision)
+    notes: list[str] = []
+    engine = build_engine(model, args.engine, args.device, args.precision, tile=args.tile, notes=notes)
+    picked = "picked by auto" if args.engine == "auto" else "as asked"
     console.print(
         f"[dim]{model.variant.upper()} (T={model.stages}) from {args.weights or 'built-in weights'}: "
-        f"{engine.backend} engine, {engine.precision}, {engine.device}[/dim]"
+        f"{engine.backend} engine ({picked}), {engine.precision}, {engine.device}[/dim]"
     )
+    for note in notes:
+        console.print(f"[dim]  passed over {note}[/dim]")
     return model, engine
+
+
+def guard_accuracy(args: argparse.Namespace, engine: Engine, model: BRN, frame: Tensor) -> None:
+    """Refuse (or, with --allow-lossy, warn about) a reduced-precision engine that drifts from fp32."""
+    psnr = check_accuracy(engine, model, frame, args.allow_lossy, warn=lambda m: console.print(f"[yellow]{m}[/yellow]"))
+    if psnr is not None:
+        console.print(f"[dim]{engine.precision} vs fp32 on the first frame: {psnr:.1f} dB PSNR[/dim]")

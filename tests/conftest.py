@@ -37,7 +37,13 @@ def random_brn(variant: str = "brn", stages: int = 4, seed: int = 0) -> BRN:
     return model.eval()
 
 
+def plain_brn(variant: str = "brn", stages: int = 4, seed: int = 0) -> BRN:
+    """A BRN with PyTorch's default initialisation: activations of order one, as in a trained model."""
+    torch.manual_seed(seed)
+    return BRN(variant, stages).eval()
+
+
 @pytest.fixture
 def tiny_checkpoint(tmp_path: Path) -> Path:
     """A one-stage BRN in the project's format: fast enough for CLI tests on a 2-core CPU."""
-    return save_checkpoint(random_brn(stages=1), tmp_path / "tiny.safetensors", training_data="random")
+    return save_checkpoint(plain_brn(stages=1), tmp_path / "tiny.safetensors", training_data="random")

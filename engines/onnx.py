@@ -1,0 +1,89 @@
+"""ONNX export, and an engine backed by ONNX Runtime where it is installed."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import logging
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from derain.engines.base import EngineError
+from derain.engines.cache import EngineCache, weights_hash
+from derain.models.brn import BRN, Derainer
+
+OPSET = 18
+INPUT_NAME = "rainy"
+OUTPUT_NAME = "clean"
+
+
+def export_onnx(model: BRN, path: str | Path, dynamic: bool = True, shape: tuple[int, int, int, int] = (1, 3, 64, 64)) -> Path:
+    """Write `model` as ONNX: input 'rainy' (N, 3, H, W) float32 in [0, 1], output 'clean'.
+
+    With `dynamic`, N, H and W are free; otherwise the graph is fixed to `shape`.
+    """
+    if importlib.util.find_spec("onnxscript") is None:
+        raise EngineError("ONNX export needs the onnx extra: pip install 'derain[onnx]'")
+    path = Path(path)
+    module = Derainer(model).eval().float().cpu()
+    example = torch.rand(*shape)
+    dynamic_shapes = None
+    if dynamic:
+        dims = {0: torch.export.Dim("batch", min=1, max=256), 2: torch.export.Dim("height", min=4, max=16384),
+                3: torch.export.Dim("width", min=4, max=16384)}
+        dynamic_shapes = (dims,)
+    # The exporter reports progress with print() and logs what it skips; the CLI speaks for itself.
+    onnx_log = logging.getLogger("torch.onnx")
+    level = onnx_log.level
+    onnx_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module, (example,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                dynamic_shapes=dynamic_shapes, opset_version=OPSET, external_data=False, verbose=False,
+            )
+    finally:
+        onnx_log.setLevel(level)
+    return path
+
+
+class OnnxEngine:
+    """ONNX Runtime on the CPU, or CUDA when onnxruntime-gpu is installed. FP32 only."""
+
+    backend = "onnx"
+
+    def __init__(self, model: BRN, device: torch.device, precision: str = "fp32", cache: EngineCache | None = None) -> None:
+        if importlib.util.find_spec("onnxruntime") is None:
+            raise EngineError("--engine onnx needs ONNX Runtime: pip install 'derain[onnx]'")
+        if precision != "fp32":
+            raise EngineError(f"--engine onnx runs fp32 only, not {precision}: use --precision fp32")
+        import onnxruntime as ort
+
+        start = time.perf_counter()
+        self.device, self.precision, self.dtype = device, precision, torch.float32
+        cache = cache or EngineCache()
+        key = {"backend": "onnx", "weights": weights_hash(model), "variant": model.variant, "stages": model.stages,
+               "opset": OPSET, "torch": torch.__version__, "dynamic": True}
+        path = cache.lookup(key, "model.onnx") or cache.store(key, "model.onnx", lambda p: export_onnx(model, p))
+        providers = ["CPUExecutionProvider"]
+        if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))
+        elif device.type == "cuda":
+            raise EngineError("--engine onnx on cuda needs onnxruntime-gpu; use --engine eager or --device cpu")
+        try:
+            self.session = ort.InferenceSession(str(path), providers=providers)
+        except Exception as err:  # a cache entry that passed its hash but ONNX Runtime refuses
+            cache.remove(key)
+            raise EngineError(f"ONNX Runtime could not load the exported model ({err}); run again to rebuild it") from None
+        self.build_seconds = time.perf_counter() - start
+
+    def run(self, batch: Tensor) -> Tensor:
+        array = batch.detach().to("cpu", torch.float32).contiguous().numpy()
+        (clean,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: array})
+        return torch.from_numpy(clean).to(self.device)

@@ -1,0 +1,136 @@
+"""TensorRT through torch-tensorrt's dynamo path: FP16 engines built once and kept on disk.
+
+The model is cast to half before export (explicit typing: TensorRT's weak typing is
+deprecated), exported with torch.export and compiled by `torch_tensorrt.dynamo.compile` for one
+static (batch, height, width). The result is saved with `torch_tensorrt.save` into the engine
+cache, keyed by weights, shape, precision, GPU and library versions; the timing cache lives
+beside it so that rebuilds for new shapes are faster.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import inspect
+import time
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from derain.engines.base import PRECISIONS, EngineError
+from derain.engines.cache import EngineCache, device_key, weights_hash
+from derain.models.brn import BRN, Derainer
+
+ARTEFACT = "engine.ep"
+
+
+def available() -> bool:
+    return importlib.util.find_spec("torch_tensorrt") is not None
+
+
+def library_versions() -> dict[str, str]:
+    import tensorrt
+    import torch_tensorrt
+
+    return {"torch": torch.__version__, "torch_tensorrt": torch_tensorrt.__version__, "tensorrt": tensorrt.__version__}
+
+
+def _compile_kwargs(example: Tensor, dtype: torch.dtype, timing_cache: Path) -> dict[str, object]:
+    import torch_tensorrt
+
+    params = inspect.signature(torch_tensorrt.dynamo.compile).parameters
+    kwargs: dict[str, object] = {"arg_inputs": [example], "min_block_size": 1, "timing_cache_path": str(timing_cache)}
+    if "use_explicit_typing" in params:
+        kwargs["use_explicit_typing"] = True
+    else:  # releases before explicit typing: ask for the precision instead
+        kwargs["enabled_precisions"] = {dtype}
+    return kwargs
+
+
+def export_program(model: BRN, shape: tuple[int, int, int, int], device: torch.device, dtype: torch.dtype):
+    module = Derainer(copy.deepcopy(model)).eval().to(device=device, dtype=dtype)
+    example = torch.rand(*shape, device=device, dtype=dtype)
+    return torch.export.export(module, (example,)), example
+
+
+class TensorRTEngine:
+    backend = "tensorrt"
+
+    def __init__(self, model: BRN, device: torch.device, precision: str = "fp16", cache: EngineCache | None = None) -> None:
+        if not available():
+            raise EngineError("--engine tensorrt needs torch-tensorrt: pip install 'derain[tensorrt]'")
+        if device.type != "cuda":
+            raise EngineError("--engine tensorrt needs a CUDA GPU; use --engine eager on the CPU")
+        self.model = model
+        self.device, self.precision, self.dtype = device, precision, PRECISIONS[precision]
+        self.cache = cache or EngineCache()
+        self.modules: dict[tuple[int, ...], torch.nn.Module] = {}
+        self.build_seconds = 0.0
+        self._weights = weights_hash(model)
+
+    def key(self, shape: tuple[int, int, int, int]) -> dict[str, object]:
+        return {
+            "backend": "tensorrt", "weights": self._weights, "variant": self.model.variant,
+            "stages": self.model.stages, "shape": list(shape), "precision": self.precision,
+            **device_key(self.device), **library_versions(),
+        }
+
+    def build(self, shape: tuple[int, int, int, int]) -> torch.nn.Module:
+        """The engine for one static shape: from the cache, or built now and cached."""
+        import torch_tensorrt
+
+        start = time.perf_counter()
+        key = self.key(shape)
+        path = self.cache.lookup(key, ARTEFACT)
+        module = None
+        if path is not None:
+            try:
+                module = torch_tensorrt.load(str(path)).module()
+            except Exception:  # built by an incompatible runtime, or damaged in a way the hash missed
+                self.cache.remove(key)
+        if module is None:
+            program, example = export_program(self.model, shape, self.device, self.dtype)
+            timing_cache = self.cache.root / "timing_cache.bin"
+            self.cache.root.mkdir(parents=True, exist_ok=True)
+            compiled = torch_tensorrt.dynamo.compile(program, **_compile_kwargs(example, self.dtype, timing_cache))
+
+            def write(target: Path) -> None:
+                torch_tensorrt.save(compiled, str(target), output_format="exported_program", arg_inputs=[example])
+
+            self.cache.store(key, ARTEFACT, write)
+            module = compiled
+        self.modules[shape] = module
+        self.build_seconds += time.perf_counter() - start
+        return module
+
+    @torch.inference_mode()
+    def run(self, batch: Tensor) -> Tensor:
+        batch = batch.to(device=self.device, dtype=self.dtype).contiguous()
+        shape = tuple(batch.shape)
+        module = self.modules.get(shape)
+        if module is None:
+            # A short last batch runs on the engine of the full batch, padded.
+            full = next((s for s in self.modules if s[1:] == shape[1:] and s[0] > shape[0]), None)
+            if full is not None:
+                pad = batch.new_zeros((full[0] - shape[0], *shape[1:]))
+                return self.modules[full](torch.cat((batch, pad)))[: shape[0]]
+            module = self.build(shape)  # type: ignore[arg-type]
+        return module(batch)
+
+
+def serialize_engine(model: BRN, shape: tuple[int, int, int, int], device: torch.device, precision: str, path: Path) -> Path:
+    """A plain serialised TensorRT engine (for trtexec or the TensorRT runtime) at `path`."""
+    if not available():
+        raise EngineError("--format tensorrt needs torch-tensorrt: pip install 'derain[tensorrt]'")
+    if device.type != "cuda":
+        raise EngineError("--format tensorrt needs a CUDA GPU")
+    import torch_tensorrt
+
+    dtype = PRECISIONS[precision]
+    program, example = export_program(model, shape, device, dtype)
+    kwargs = _compile_kwargs(example, dtype, EngineCache().root / "timing_cache.bin")
+    kwargs.pop("min_block_size")
+    engine = torch_tensorrt.dynamo.convert_exported_program_to_serialized_trt_engine(program, **kwargs)
+    path.write_bytes(bytes(engine))
+    return path

@@ -1,0 +1,232 @@
+"""Engines on the CPU: eager and ONNX agree with the FP32 model; cache, tiling, auto choice."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import onnxruntime as ort
+import pytest
+import torch
+from conftest import OFFICIAL, RAIN100L, needs_official, needs_rain100l, plain_brn, random_brn
+
+from derain.engines import (
+    EngineCache,
+    EngineError,
+    TiledEngine,
+    build_engine,
+    check_accuracy,
+    choose_backend,
+    psnr_vs_fp32,
+)
+from derain.engines.cache import weights_hash
+from derain.engines.tiling import tile_starts
+from derain.models import derain, load_model
+from derain.models.data import read_image
+from derain.models.metrics import psnr_y, to_uint8_truncated
+from derain.stream.cli import main
+
+CUDA = torch.cuda.is_available()
+
+
+def reference(model, y: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return derain(model, y)
+
+
+def test_eager_fp32_matches_model() -> None:
+    model = plain_brn(stages=2)
+    engine = build_engine(model, "eager", "cpu", "fp32")
+    y = torch.rand(2, 3, 19, 14)
+    assert (engine.run(y) - reference(model, y)).abs().max() < 1e-5
+    assert (engine.backend, engine.precision, engine.dtype) == ("eager", "fp32", torch.float32)
+
+
+def test_eager_bf16_is_close_and_guarded() -> None:
+    model = random_brn(stages=2)
+    engine = build_engine(model, "eager", "cpu", "bf16")
+    y = torch.rand(1, 3, 16, 16)
+    assert engine.run(y).dtype == torch.bfloat16
+    assert psnr_vs_fp32(engine, model, y) < 45  # random weights amplify bf16 rounding
+    warnings: list[str] = []
+    with pytest.raises(EngineError, match="--allow-lossy"):
+        check_accuracy(engine, model, y)
+    assert check_accuracy(engine, model, y, allow_lossy=True, warn=warnings.append) is not None
+    assert warnings and "45 dB" in warnings[0]
+    assert check_accuracy(build_engine(model, "eager", "cpu", "fp32"), model, y) is None
+
+
+def test_onnx_engine_matches_model_and_uses_cache(tmp_path: Path) -> None:
+    model = plain_brn(stages=2)
+    cache = EngineCache(tmp_path / "engines")
+    from derain.engines.onnx import OnnxEngine
+
+    engine = OnnxEngine(model, torch.device("cpu"), cache=cache)
+    for shape in ((1, 3, 16, 16), (3, 3, 21, 13)):
+        y = torch.rand(*shape)
+        assert (engine.run(y) - reference(model, y)).abs().max() < 1e-5
+    entries = [p for p in cache.root.iterdir() if not p.name.startswith(".")]
+    assert len(entries) == 1
+    meta = json.loads((entries[0] / "meta.json").read_text())
+    assert meta["key"]["weights"] == weights_hash(model) and meta["key"]["backend"] == "onnx"
+    # A second engine for the same weights reuses the entry (same file, untouched).
+    mtime = (entries[0] / "model.onnx").stat().st_mtime_ns
+    OnnxEngine(model, torch.device("cpu"), cache=cache)
+    assert (entries[0] / "model.onnx").stat().st_mtime_ns == mtime
+    with pytest.raises(EngineError, match="fp32 only"):
+        OnnxEngine(model, torch.device("cpu"), "fp16", cache=cache)
+
+
+def test_cache_invalidation_and_corruption(tmp_path: Path) -> None:
+    cache = EngineCache(tmp_path)
+    key = {"backend": "x", "weights": "abc", "shape": [1, 3, 8, 8]}
+    path = cache.store(key, "a.bin", lambda p: p.write_bytes(b"engine bytes"))
+    assert cache.lookup(key, "a.bin") == path
+    assert cache.lookup({**key, "shape": [1, 3, 8, 9]}, "a.bin") is None  # another shape: a miss
+    path.write_bytes(b"engine bytez")  # damaged on disk
+    assert cache.lookup(key, "a.bin") is None and not path.parent.exists()
+    path = cache.store(key, "a.bin", lambda p: p.write_bytes(b"engine bytes"))
+    (path.parent / "meta.json").write_text("{not json")
+    assert cache.lookup(key, "a.bin") is None
+    path = cache.store(key, "a.bin", lambda p: p.write_bytes(b"engine bytes"))
+    meta = json.loads((path.parent / "meta.json").read_text())
+    meta["key"]["weights"] = "other"  # a digest collision or a hand-edited entry
+    (path.parent / "meta.json").write_text(json.dumps(meta))
+    assert cache.lookup(key, "a.bin") is None
+
+    def fail(p: Path) -> None:
+        p.write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        cache.store(key, "a.bin", fail)
+    assert list(tmp_path.iterdir()) == []  # an interrupted build leaves nothing behind
+
+
+def test_corrupt_onnx_entry_is_rebuilt(tmp_path: Path) -> None:
+    from derain.engines.onnx import OnnxEngine
+
+    model = plain_brn(stages=1)
+    cache = EngineCache(tmp_path)
+    OnnxEngine(model, torch.device("cpu"), cache=cache)
+    (entry,) = [p for p in tmp_path.iterdir()]
+    (entry / "model.onnx").write_bytes(b"garbage")
+    engine = OnnxEngine(model, torch.device("cpu"), cache=cache)
+    y = torch.rand(1, 3, 8, 8)
+    assert (engine.run(y) - reference(model, y)).abs().max() < 1e-5
+
+
+def test_weights_hash_follows_weights() -> None:
+    a, b = random_brn(seed=1), random_brn(seed=1)
+    assert weights_hash(a) == weights_hash(b)
+    assert weights_hash(a) != weights_hash(random_brn(seed=2))
+
+
+@pytest.mark.parametrize(
+    "device, has, expected",
+    [
+        ("cpu", {"torch_tensorrt", "triton"}, "eager"),
+        ("cpu", set(), "eager"),
+        ("cuda", {"torch_tensorrt", "triton"}, "tensorrt"),
+        ("cuda", {"torch_tensorrt"}, "tensorrt"),
+        ("cuda", {"triton"}, "compile"),
+        ("cuda", set(), "eager"),
+    ],
+)
+def test_auto_choice(device: str, has: set[str], expected: str) -> None:
+    backend, passed = choose_backend(torch.device(device), has.__contains__)
+    assert backend == expected
+    if expected != "tensorrt":
+        assert passed, "auto must say why it passed over the better backends"
+    if device == "cuda" and expected == "eager":
+        assert any("torch-tensorrt" in p for p in passed) and any("Triton" in p for p in passed)
+
+
+@pytest.mark.skipif(CUDA, reason="checks the messages on a machine without CUDA")
+def test_gpu_backends_refuse_cpu_clearly() -> None:
+    model = random_brn(stages=1)
+    for backend in ("compile", "tensorrt"):
+        with pytest.raises(EngineError, match="--engine " + backend):
+            build_engine(model, backend, "cpu")
+
+
+def test_tile_starts_cover_everything() -> None:
+    for size, tile, overlap in ((100, 40, 8), (40, 40, 8), (41, 40, 8), (7, 40, 8)):
+        starts = tile_starts(size, tile, overlap)
+        covered = set()
+        for s in starts:
+            covered |= set(range(s, min(s + tile, size)))
+        assert covered == set(range(size))
+
+
+def test_tiled_matches_untiled() -> None:
+    model = plain_brn(stages=2)
+    engine = build_engine(model, "eager", "cpu", "fp32")
+    y = torch.rand(1, 3, 70, 90)
+    tiled = TiledEngine(engine, tile=48, overlap=16).run(y)
+    untiled = engine.run(y)
+    assert tiled.shape == untiled.shape
+    psnr = 10 * math.log10(1 / float(torch.mean((tiled - untiled) ** 2)))
+    assert psnr > 30
+
+
+@needs_official
+@needs_rain100l
+def test_tiled_within_half_db_on_real_image() -> None:
+    model = load_model(str(OFFICIAL / "BRN_R100L.pth"))
+    engine = build_engine(model, "eager", "cpu", "fp32")
+    rainy = torch.from_numpy(read_image(RAIN100L / "input" / "1.png")).permute(2, 0, 1)[None][:, :, :160, :240]
+    clean = (read_image(RAIN100L / "target" / "1.png")[:160, :240] * 255).round().astype("uint8")
+
+    def score(out: torch.Tensor) -> float:
+        return psnr_y(to_uint8_truncated(out[0].permute(1, 2, 0).numpy()), clean)
+
+    untiled, tiled = score(engine.run(rainy)), score(TiledEngine(engine, tile=96, overlap=32).run(rainy))
+    assert abs(untiled - tiled) < 0.5
+
+
+def test_export_onnx_cli_runs_in_onnxruntime(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    out = tmp_path / "brn.onnx"
+    assert main(["export", "--format", "onnx", "--weights", str(tiny_checkpoint), "-o", str(out), "--dynamic"]) == 0
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    (inp,) = session.get_inputs()
+    assert inp.name == "rainy" and inp.shape[1] == 3 and all(isinstance(d, str) for d in (inp.shape[0], *inp.shape[2:]))
+    assert session.get_outputs()[0].name == "clean"
+    model = load_model(str(tiny_checkpoint))
+    y = torch.rand(2, 3, 23, 31)
+    (clean,) = session.run(None, {"rainy": y.numpy()})
+    assert abs(clean - reference(model, y).numpy()).max() < 1e-5
+    assert main(["export", "--weights", str(tiny_checkpoint), "-o", str(out)]) == 2  # exists
+
+
+def test_static_onnx_export(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    out = tmp_path / "static.onnx"
+    assert main(["export", "--weights", str(tiny_checkpoint), "-o", str(out), "--shape", "2x3x24x32"]) == 0
+    assert ort.InferenceSession(str(out)).get_inputs()[0].shape == [2, 3, 24, 32]
+
+
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (torch.compile with CUDA graphs)")
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_compile_matches_fp32(precision: str) -> None:
+    model = plain_brn(stages=2)
+    engine = build_engine(model, "compile", "cuda", precision)
+    y = torch.rand(2, 3, 64, 96, device="cuda")
+    assert psnr_vs_fp32(engine, model, y) > 35
+
+
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+@pytest.mark.skipif(importlib.util.find_spec("torch_tensorrt") is None, reason="needs torch-tensorrt (pip install 'derain[tensorrt]')")
+def test_tensorrt_fp16_matches_fp32_and_caches(tmp_path: Path) -> None:
+    model = plain_brn(stages=2)
+    cache = EngineCache(tmp_path)
+    from derain.engines.tensorrt import TensorRTEngine
+
+    engine = TensorRTEngine(model, torch.device("cuda"), "fp16", cache=cache)
+    y = torch.rand(2, 3, 64, 96, device="cuda")
+    assert psnr_vs_fp32(engine, model, y) > 40
+    assert engine.run(y[:1]).shape == (1, 3, 64, 96)  # a short batch runs padded
+    again = TensorRTEngine(model, torch.device("cuda"), "fp16", cache=cache)
+    again.run(y)
+    assert again.build_seconds < engine.build_seconds
