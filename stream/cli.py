@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Sequence
@@ -11,16 +12,28 @@ from pathlib import Path
 import torch
 from rich.table import Table
 
-from derain.engines import EngineError
+from derain.engines import PRECISIONS, EngineError, export_onnx, select_device, select_precision
+from derain.engines.onnx import INPUT_NAME, OPSET, OUTPUT_NAME
+from derain.engines.tensorrt import serialize_engine
 from derain.models.brn import CheckpointError, pretrained_cfgs
-from derain.models.data import ImageError, find_pairs
+from derain.models.data import IMAGE_SUFFIXES, ImageError, find_pairs, read_image
 from derain.models.evaluate import ImageScore, evaluate
-from derain.models.hub import BUILTIN_NAME, BUILTIN_PATH, FetchError, cache_dir, cached_path, fetch, is_cached
+from derain.models.hub import (
+    BUILTIN_NAME,
+    BUILTIN_PATH,
+    FetchError,
+    cache_dir,
+    cached_path,
+    fetch,
+    is_cached,
+    load_model,
+)
 from derain.stream.images import ImageJob, plan_jobs, run_jobs
-from derain.stream.options import add_engine_options, console, engine_from_args
+from derain.stream.errors import VideoError
+from derain.stream.options import add_engine_options, add_weights_option, console, engine_from_args, guard_accuracy
 
 # Errors whose message is already one line that says what to do.
-USER_ERRORS = (CheckpointError, EngineError, FetchError, ImageError, FileNotFoundError, FileExistsError)
+USER_ERRORS = (CheckpointError, EngineError, FetchError, ImageError, VideoError, FileNotFoundError, FileExistsError)
 
 
 def cmd_image(args: argparse.Namespace) -> int:
@@ -35,6 +48,10 @@ def cmd_image(args: argparse.Namespace) -> int:
         else:
             console.print(f"{job.source} -> {job.output}")
 
+    if engine.precision != "fp32":
+        readable = next((j for j in jobs if j.source.suffix.lower() in IMAGE_SUFFIXES), jobs[0])
+        with contextlib.suppress(ImageError):
+            guard_accuracy(args, engine, model, torch.from_numpy(read_image(readable.source)).permute(2, 0, 1)[None])
     failed = run_jobs(engine, model if args.rain else None, jobs, report)
     if failed:
         console.print(f"[red]derain: {failed} of {len(jobs)} image(s) failed[/red]")
@@ -61,6 +78,35 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    output = Path(args.output)
+    if output.exists() and not args.overwrite:
+        raise FileExistsError(f"{output} exists; pass --overwrite to replace it")
+    model = load_model(args.weights)
+    if args.format == "onnx":
+        export_onnx(model, output, dynamic=args.dynamic, shape=args.shape)
+        shape = "N x 3 x H x W (dynamic)" if args.dynamic else " x ".join(map(str, args.shape))
+        console.print(f"{output}: ONNX opset {OPSET}, input '{INPUT_NAME}' {shape} float32 in [0, 1], output '{OUTPUT_NAME}'")
+    else:
+        device = select_device(args.device)
+        serialize_engine(model, args.shape, device, select_precision(args.precision, device), output)
+        console.print(f"{output}: serialised TensorRT engine for {' x '.join(map(str, args.shape))}")
+    return 0
+
+
+def parse_shape(text: str) -> tuple[int, int, int, int]:
+    """'1x3x720x1280' or '720x1280' (batch 1) -> (N, 3, H, W)."""
+    try:
+        numbers = [int(v) for v in text.lower().split("x")]
+    except ValueError:
+        numbers = []
+    if len(numbers) == 2:
+        numbers = [1, 3, *numbers]
+    if len(numbers) != 4 or numbers[1] != 3 or min(numbers) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NxHxW... as N x 3 x H x W, e.g. 1x3x720x1280 or 720x1280")
+    return numbers[0], numbers[1], numbers[2], numbers[3]
 
 
 def cmd_weights_list(args: argparse.Namespace) -> int:
@@ -100,6 +146,20 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_eval, precision="fp32")
 
 
+def add_export_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write the model as ONNX or as a serialised TensorRT engine")
+    p.add_argument("--format", choices=("onnx", "tensorrt"), default="onnx")
+    p.add_argument("-o", "--output", required=True, metavar="FILE")
+    p.add_argument("--dynamic", action="store_true", help="ONNX: free batch, height and width")
+    p.add_argument("--shape", type=parse_shape, default=(1, 3, 720, 1280), metavar="Nx3xHxW",
+                   help="the static input shape (default 1x3x720x1280)")
+    p.add_argument("--device", default="auto", help="TensorRT: the GPU to build for")
+    p.add_argument("--precision", choices=("auto", *PRECISIONS), default="auto", help="TensorRT: default fp16")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    add_weights_option(p)
+    p.set_defaults(func=cmd_export)
+
+
 def add_weights_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("weights", help="list or fetch named weights")
     wsub = p.add_subparsers(dest="weights_command", required=True)
@@ -117,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_image_parser(sub)
     add_eval_parser(sub)
     add_weights_parser(sub)
+    add_export_parser(sub)
     return parser
 
 
