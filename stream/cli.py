@@ -30,6 +30,7 @@ from derain.models.hub import (
 )
 from derain.stream.images import ImageJob, plan_jobs, run_jobs
 from derain.stream.errors import VideoError
+from derain.stream.video import add_video_parser
 from derain.stream.options import add_engine_options, add_weights_option, console, engine_from_args, guard_accuracy
 
 # Errors whose message is already one line that says what to do.
@@ -178,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_parser(sub)
     add_weights_parser(sub)
     add_export_parser(sub)
+    add_video_parser(sub)
     return parser
 
 

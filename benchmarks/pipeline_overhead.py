@@ -1,0 +1,121 @@
+"""What the `derain video` pipeline costs around the engine: identity engine vs a plain transcode.
+
+Both sides decode the same 720p clip with PyAV (frame threading) and encode it with the same
+encoder and settings (the `derain video` defaults: libx264, CRF 18, x264's default preset);
+the pipeline side also converts every frame to float RGB and back and runs an identity
+engine. Runs alternate (plain, pipeline, plain, ...) so that load from other processes hits
+both sides alike; the best run of each side is compared.
+
+    python benchmarks/pipeline_overhead.py [--frames 90] [--repeats 3] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+from derain.models.synth import RainStyle, RainVideo
+from derain.stream.demo import clean_frames
+from derain.stream.encode import DEFAULT_CRF, EncodeOptions
+from derain.stream.pipeline import VideoJob, run_video
+
+WIDTH, HEIGHT, FPS = 1280, 720, 30
+
+
+class IdentityEngine:
+    """The cheapest engine there is: what the pipeline costs is all that is left."""
+
+    backend, precision, dtype, build_seconds = "identity", "fp32", torch.float32, 0.0
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    def run(self, batch: torch.Tensor) -> torch.Tensor:
+        return batch
+
+
+def make_clip(path: Path, frames: int) -> None:
+    """Rainy 720p footage: panned sample photographs with falling streaks and sensor noise."""
+    scenes = clean_frames(WIDTH, HEIGHT, FPS)
+    rain = RainVideo(HEIGHT, WIDTH, RainStyle(density=0.004, length=30.0, angle=10.0, width=1.5, intensity=0.4), speed=20.0, seed=1)
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        stream.options = {"crf": "18", "preset": "veryfast"}
+        for k in range(frames):
+            rainy, _ = rain.frame(scenes[k % len(scenes)], k)
+            noisy = np.clip(rainy + rng.normal(0, 0.01, rainy.shape).astype(np.float32), 0, 1)
+            frame = av.VideoFrame.from_ndarray((noisy * 255 + 0.5).astype(np.uint8), format="rgb24").reformat(format="yuv420p")
+            frame.pts, frame.time_base = k, Fraction(1, FPS)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+
+
+def plain_transcode(src: Path, dst: Path) -> tuple[int, float]:
+    start = time.perf_counter()
+    count = 0
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        video = inp.streams.video[0]
+        video.thread_type = "AUTO"
+        stream = out.add_stream("libx264", rate=video.average_rate)
+        stream.width, stream.height, stream.pix_fmt = video.width, video.height, "yuv420p"
+        stream.time_base = stream.codec_context.time_base = video.time_base
+        stream.options = {"crf": str(DEFAULT_CRF["libx264"])}
+        for frame in inp.decode(video):
+            for packet in stream.encode(frame):
+                out.mux(packet)
+            count += 1
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return count, time.perf_counter() - start
+
+
+def pipeline(src: Path, dst: Path, device: torch.device, batch: int) -> tuple[int, float, dict]:
+    dst.unlink(missing_ok=True)
+    summary = run_video(VideoJob(src, dst, batch=batch, encode=EncodeOptions()), IdentityEngine(device))
+    return summary.frames, summary.seconds, summary.stages
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=90)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "rain720.mp4"
+        make_clip(src, args.frames)
+        plain, piped, stages = [], [], {}
+        for _ in range(args.repeats):
+            frames, seconds = plain_transcode(src, Path(tmp) / "plain.mp4")
+            plain.append(seconds)
+            frames_p, seconds_p, stages_p = pipeline(src, Path(tmp) / "derain.mp4", device, args.batch)
+            assert frames_p == frames, (frames_p, frames)
+            if not piped or seconds_p < min(piped):
+                stages = dict(stages_p)
+            piped.append(seconds_p)
+    best_plain, best_pipe = min(plain), min(piped)
+    print(f"{args.frames} frames {WIDTH}x{HEIGHT}, libx264 CRF {DEFAULT_CRF['libx264']}, device {device}, batch {args.batch}, "
+          f"{torch.get_num_threads()} torch threads, {platform.processor() or platform.machine()}")
+    print(f"{'':34}{'best s':>8}{'fps':>8}   all runs (s)")
+    print(f"{'plain PyAV decode+encode':34}{best_plain:8.2f}{frames / best_plain:8.1f}   {' '.join(f'{s:.2f}' for s in plain)}")
+    print(f"{'derain video pipeline, identity':34}{best_pipe:8.2f}{frames / best_pipe:8.1f}   {' '.join(f'{s:.2f}' for s in piped)}")
+    print(f"pipeline speed / plain speed: {best_plain / best_pipe:.1%} (target >= 90%)")
+    print("pipeline stage busy time, ms/frame: " + ", ".join(f"{k} {1000 * v / frames:.1f}" for k, v in stages.items() if v))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,238 @@
+"""YUV <-> RGB for the model, in float on the engine's device, with the input's own matrix and range.
+
+A naive path (8-bit RGB from the decoder's default swscale, truncation back to uint8, default
+swscale to 4:2:0) throws away a large part of BRN's gain. Here:
+
+- frames stay in their coded planar format (any bit depth) until they are on the device;
+- the matrix (BT.601/709/2020, ...) and range (limited/full) are the input's own tags, and
+  the output is converted back with the same ones, so a frame the engine leaves alone comes
+  back with the same code values;
+- chroma is upsampled by replication and downsampled by the mean of the same block: the two
+  are exact inverses, so chroma the model does not touch survives bit-exact (bilinear up and
+  mean down would blur it on every pass);
+- the float result is rounded to nearest, never truncated.
+
+Where the input has no matrix tag, HD and larger is taken as BT.709 and smaller as BT.601,
+as players do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import av
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from derain.stream.errors import VideoError
+
+# AVColorSpace value -> (Kr, Kb)
+MATRICES: dict[int, tuple[float, float]] = {
+    1: (0.2126, 0.0722),  # BT.709
+    4: (0.30, 0.11),  # FCC
+    5: (0.299, 0.114),  # BT.470BG (same as BT.601)
+    6: (0.299, 0.114),  # SMPTE 170M (BT.601)
+    7: (0.212, 0.087),  # SMPTE 240M
+    9: (0.2627, 0.0593),  # BT.2020 non-constant luminance
+    10: (0.2627, 0.0593),  # BT.2020 constant luminance, approximated by the NCL matrix
+}
+BT601, BT709, UNSPECIFIED = 6, 1, 2
+RANGE_UNSPECIFIED, RANGE_LIMITED, RANGE_FULL = 0, 1, 2
+
+# Packed and semi-planar formats are unpacked (losslessly) to the planar format of the same
+# sampling and depth before they reach the pipeline.
+UNPACK = {
+    "nv12": "yuv420p", "nv21": "yuv420p", "nv16": "yuv422p", "nv24": "yuv444p",
+    "yuyv422": "yuv422p", "uyvy422": "yuv422p", "p010le": "yuv420p10le", "p016le": "yuv420p16le",
+}
+
+
+class ColorError(VideoError):
+    """A pixel format the pipeline cannot carry."""
+
+
+@dataclass(frozen=True)
+class PixelLayout:
+    """How a frame's pixels sit in its planes: planar YUV, gray or planar RGB (GBR order)."""
+
+    format: str
+    family: str  # "yuv", "gray" or "gbr"
+    bits: int
+    chroma_shift: tuple[int, int]  # log2 subsampling (horizontal, vertical)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.uint8 if self.bits <= 8 else "<u2")
+
+    @property
+    def planes(self) -> int:
+        return 1 if self.family == "gray" else 3
+
+    def plane_shapes(self, width: int, height: int) -> list[tuple[int, int]]:
+        sx, sy = self.chroma_shift
+        chroma = (-(-height >> sy), -(-width >> sx))
+        return [(height, width)] + [chroma] * (self.planes - 1)
+
+
+def layout_of(fmt: str) -> PixelLayout:
+    """The layout of a pixel format the pipeline reads and writes without any swscale pass."""
+    f = av.VideoFormat(fmt)
+    comps = [c for c in f.components if not c.is_alpha]
+    bits = comps[0].bits
+    if f.is_big_endian or f.has_palette or f.is_bayer or bits > 16 or any(c.bits != bits for c in comps):
+        raise ColorError(f"pixel format {fmt} is not supported")
+    if len(comps) == 1 and comps[0].is_luma:
+        return PixelLayout(fmt, "gray", bits, (0, 0))
+    planes = [c.plane for c in comps]
+    if len(comps) != 3 or sorted(planes) != [0, 1, 2]:
+        raise ColorError(f"pixel format {fmt} is packed; unpack it first")
+    probe = 64
+    shift = ((probe // f.chroma_width(probe)).bit_length() - 1, (probe // f.chroma_height(probe)).bit_length() - 1)
+    if f.is_rgb:
+        if not fmt.startswith("gbr"):
+            raise ColorError(f"pixel format {fmt} is not planar GBR")
+        return PixelLayout(fmt, "gbr", bits, (0, 0))
+    return PixelLayout(fmt, "yuv", bits, shift)
+
+
+def planar_format(fmt: str) -> str:
+    """`fmt` if the pipeline reads it directly, else the planar format to reformat it to."""
+    try:
+        layout_of(fmt)
+        return fmt
+    except ColorError:
+        pass
+    if fmt in UNPACK:
+        return UNPACK[fmt]
+    f = av.VideoFormat(fmt)
+    deep = max(c.bits for c in f.components) > 8
+    if f.is_rgb:
+        return "gbrp16le" if deep else "gbrp"
+    return "yuv444p16le" if deep else "yuv444p"
+
+
+@dataclass(frozen=True)
+class ColorSpec:
+    """Layout plus the numbers that turn code values into RGB: matrix coefficients and range."""
+
+    layout: PixelLayout
+    kr: float
+    kb: float
+    full_range: bool
+
+    @classmethod
+    def of(cls, layout: PixelLayout, colorspace: int, color_range: int, height: int) -> ColorSpec:
+        if colorspace not in MATRICES:
+            colorspace = BT709 if height >= 720 else BT601
+        kr, kb = MATRICES[colorspace]
+        full = color_range == RANGE_FULL or layout.format.startswith("yuvj") or layout.family == "gbr"
+        return cls(layout, kr, kb, full)
+
+    def with_layout(self, layout: PixelLayout) -> ColorSpec:
+        full = self.full_range or layout.format.startswith("yuvj") or layout.family == "gbr"
+        return ColorSpec(layout, self.kr, self.kb, full)
+
+    def _scale(self) -> tuple[float, float, float, float]:
+        """(luma offset, luma span, chroma centre, chroma span) in code values."""
+        top = (1 << self.layout.bits) - 1
+        if self.full_range:
+            return 0.0, float(top), float(1 << (self.layout.bits - 1)), float(top)
+        unit = float(1 << (self.layout.bits - 8))
+        return 16 * unit, 219 * unit, 128 * unit, 224 * unit
+
+    @property
+    def max_code(self) -> int:
+        return (1 << self.layout.bits) - 1
+
+
+def frame_planes(frame: av.VideoFrame, layout: PixelLayout) -> list[np.ndarray]:
+    """Views of the frame's planes without line padding (no copy; they keep the frame alive)."""
+    views = []
+    for plane, (h, w) in zip(frame.planes, layout.plane_shapes(frame.width, frame.height)):
+        rows = np.frombuffer(plane, dtype=layout.dtype)
+        views.append(rows.reshape(-1, plane.line_size // layout.dtype.itemsize)[:h, :w])
+    return views
+
+
+def fill_frame(frame: av.VideoFrame, layout: PixelLayout, planes: list[np.ndarray]) -> None:
+    """Copy plane arrays into a frame allocated with `layout.format`."""
+    for plane, array, (h, w) in zip(frame.planes, planes, layout.plane_shapes(frame.width, frame.height)):
+        rows = np.frombuffer(plane, dtype=layout.dtype)
+        rows.reshape(-1, plane.line_size // layout.dtype.itemsize)[:h, :w] = array
+
+
+def _as_float(plane: Tensor, bits: int) -> Tensor:
+    if plane.dtype == torch.int16 and bits == 16:
+        # 16-bit codes travel as int16 (torch has little uint16 support): undo the wrap.
+        return (plane.to(torch.int32) & 0xFFFF).float()
+    return plane.float()
+
+
+def _spread(luma: Tensor, chroma: Tensor, shift: tuple[int, int]) -> Tensor:
+    """luma (B, 1, H, W) + chroma (B, 3, h, w) replicated over the luma grid, in one pass."""
+    batch, _, height, width = luma.shape
+    fx, fy = 1 << shift[0], 1 << shift[1]
+    hc, wc = chroma.shape[-2:]
+    if (hc * fy, wc * fx) != (height, width):
+        # Odd sizes: the last chroma row/column covers a partial block.
+        pad = (0, wc * fx - width, 0, hc * fy - height)
+        return _spread(F.pad(luma, pad, mode="replicate"), chroma, shift)[..., :height, :width]
+    # Expanding along W and broadcasting along H is much faster on the CPU than a 6-D broadcast.
+    rows = chroma.unsqueeze(-1).expand(batch, 3, hc, wc, fx).reshape(batch, 3, hc, 1, width)
+    return (luma.view(batch, 1, hc, fy, width) + rows).view(batch, 3, height, width)
+
+
+def to_rgb(planes: list[Tensor], spec: ColorSpec) -> Tensor:
+    """(B, 3, H, W) float32 RGB in [0, 1] (out-of-gamut values unclipped) from (B, h, w) code planes."""
+    layout = spec.layout
+    yoff, yspan, coff, cspan = spec._scale()
+    y = _as_float(planes[0], layout.bits).mul_(1.0 / yspan).sub_(yoff / yspan)
+    if layout.family == "gray":
+        return y.unsqueeze(1).expand(-1, 3, -1, -1).contiguous()
+    if layout.family == "gbr":
+        g, b, r = (_as_float(p, layout.bits) for p in planes)
+        return torch.stack((r, g, b), 1).div_(yspan)
+    u = _as_float(planes[1], layout.bits).sub_(coff).div_(cspan)
+    v = _as_float(planes[2], layout.bits).sub_(coff).div_(cspan)
+    kr, kb = spec.kr, spec.kb
+    kg = 1.0 - kr - kb
+    # Chroma's share of R, G and B at chroma resolution, spread over the luma grid when luma is added.
+    chroma = torch.stack(
+        (2 * (1 - kr) * v, -(2 * kb * (1 - kb) / kg) * u - (2 * kr * (1 - kr) / kg) * v, 2 * (1 - kb) * u), 1
+    )
+    return _spread(y.unsqueeze(1), chroma, layout.chroma_shift)
+
+
+def from_rgb(rgb: Tensor, spec: ColorSpec) -> list[Tensor]:
+    """Code planes (uint8, or int16 holding up to 16 bits) for `spec` from (B, 3, H, W) RGB in [0, 1]."""
+    layout = spec.layout
+    rgb = rgb.float()
+    yoff, yspan, coff, cspan = spec._scale()
+    top = spec.max_code
+    kr, kb = spec.kr, spec.kb
+    kg = 1.0 - kr - kb
+    # +0.5 then truncation after clamping to [0, top] rounds to nearest.
+    if layout.family == "gbr":
+        codes = [rgb[:, c] * top + 0.5 for c in (1, 2, 0)]
+    else:
+        codes = [torch.einsum("bchw,c->bhw", rgb, rgb.new_tensor([kr, kg, kb]).mul_(yspan)).add_(yoff + 0.5)]
+        if layout.family == "yuv":
+            sx, sy = layout.chroma_shift
+            fy, fx = 1 << sy, 1 << sx
+            height, width = rgb.shape[-2:]
+            if height % fy or width % fx:
+                rgb = F.pad(rgb, (0, -width % fx, 0, -height % fy), mode="replicate")
+            uv = rgb.new_tensor(
+                [[-kr / (1 - kb) / 2, -kg / (1 - kb) / 2, 0.5], [0.5, -kg / (1 - kr) / 2, -kb / (1 - kr) / 2]]
+            ).mul_(cspan / (fy * fx))
+            # The mean over each chroma block and the matrix in one strided convolution.
+            weight = uv.view(2, 3, 1, 1).expand(2, 3, fy, fx).contiguous()
+            chroma = F.conv2d(rgb, weight, rgb.new_tensor([coff + 0.5, coff + 0.5]), stride=(fy, fx))
+            codes += [chroma[:, 0], chroma[:, 1]]
+    dtype = torch.uint8 if layout.bits <= 8 else torch.int16
+    # int16 cannot hold 65535: go through int32 and let the cast wrap, which the host's
+    # uint16 view of the same bytes undoes.
+    via = torch.int32 if dtype == torch.int16 else dtype
+    return [c.clamp_(0, top).to(via).to(dtype) for c in codes]

@@ -1,0 +1,154 @@
+"""Counting frames and stage time, the live progress bar, the closing table and JSON summary."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+# Stages in pipeline order. `batch` copies decoded planes into the batch buffers (pinned
+# on CUDA); `upload`/`download` are the host<->GPU copies (CUDA only); `convert` is
+# YUV<->RGB on the engine's device.
+STAGES = ("decode", "batch", "upload", "convert", "engine", "download", "encode")
+
+
+class Stats:
+    """Busy seconds per stage and frame counts; stages run on different threads, so each
+    stage's time is how long that stage worked, and the largest one is the bottleneck."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.stages: dict[str, float] = dict.fromkeys(STAGES, 0.0)
+        self.decoded = 0
+        self.written = 0
+        self._lock = threading.Lock()
+
+    def add(self, stage: str, seconds: float) -> None:
+        with self._lock:
+            self.stages[stage] += seconds
+
+    @contextmanager
+    def time(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(stage, time.perf_counter() - start)
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+
+@dataclass
+class Summary:
+    """What a job did; `to_dict()` is the `--json` document."""
+
+    input: str
+    output: str
+    frames: int
+    seconds: float
+    stages: dict[str, float]
+    width: int
+    height: int
+    codec: str
+    pixel_format: str
+    engine: dict[str, str] = field(default_factory=dict)
+    passthrough_packets: int = 0
+    interrupted: str | None = None  # "SIGINT" or "SIGTERM" when a signal stopped the job
+    error: str | None = None  # a fatal error mid-file, after which the output was finalised
+    output_kept: bool = True
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def complete(self) -> bool:
+        return self.interrupted is None and self.error is None
+
+    def to_dict(self) -> dict:
+        return {
+            "input": self.input,
+            "output": self.output if self.output_kept else None,
+            "frames": self.frames,
+            "seconds": round(self.seconds, 4),
+            "fps": round(self.fps, 3),
+            "size": [self.width, self.height],
+            "codec": self.codec,
+            "pixel_format": self.pixel_format,
+            "engine": self.engine,
+            "passthrough_packets": self.passthrough_packets,
+            "stages": {
+                name: {"seconds": round(sec, 4), "ms_per_frame": round(1000 * sec / self.frames, 3) if self.frames else None}
+                for name, sec in self.stages.items()
+            },
+            "complete": self.complete,
+            "interrupted": self.interrupted,
+            "error": self.error,
+        }
+
+    def table(self) -> Table:
+        table = Table(title=f"{self.frames} frames in {self.seconds:.2f} s: {self.fps:.2f} fps")
+        for column in ("stage", "busy (s)", "ms/frame", "share of wall time"):
+            table.add_column(column, justify="right" if column != "stage" else "left")
+        busiest = max(self.stages, key=self.stages.get)
+        for name, sec in self.stages.items():
+            if sec == 0.0 and name in ("upload", "download"):
+                continue
+            per_frame = f"{1000 * sec / self.frames:.1f}" if self.frames else "-"
+            share = f"{100 * sec / self.seconds:.0f}%" if self.seconds > 0 else "-"
+            label = f"[bold]{name}[/bold] (bottleneck)" if name == busiest and sec > 0 else name
+            table.add_row(label, f"{sec:.2f}", per_frame, share)
+        return table
+
+
+class _Rate(ProgressColumn):
+    """Frames per second of one counter since the start."""
+
+    def __init__(self, field: str, label: str) -> None:
+        super().__init__()
+        self.field, self.label = field, label
+
+    def render(self, task: Task) -> Text:
+        elapsed = task.elapsed or 0.0
+        count = task.fields.get(self.field, 0)
+        rate = count / elapsed if elapsed > 0 else 0.0
+        return Text(f"{self.label} {rate:5.1f} fps", style="cyan")
+
+
+@contextmanager
+def progress_bar(console: Console, stats: Stats, total: int, label: str) -> Iterator[None]:
+    """A live bar (frames done, input and output fps, ETA) fed from `stats` while the job runs."""
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.fields[total_text]} frames"),
+        _Rate("decoded", "in"),
+        _Rate("written", "out"),
+        TimeRemainingColumn(),
+    )
+    progress = Progress(*columns, console=console, transient=False, disable=not console.is_terminal)
+    task = progress.add_task(label, total=total or None, total_text=str(total or "?"), decoded=0, written=0)
+    done = threading.Event()
+
+    def feed() -> None:
+        while not done.wait(0.25):
+            progress.update(task, completed=stats.written, decoded=stats.decoded, written=stats.written)
+
+    feeder = threading.Thread(target=feed, name="derain-progress", daemon=True)
+    with progress:
+        feeder.start()
+        try:
+            yield
+        finally:
+            done.set()
+            feeder.join()
+            progress.update(task, completed=stats.written, decoded=stats.decoded, written=stats.written)

@@ -1,0 +1,152 @@
+"""Small real videos written with PyAV, and readers that decode them back for the checks."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+
+class IdentityEngine:
+    """A stand-in engine: returns its input, clamped as a real engine's output is."""
+
+    backend = "identity"
+    precision = "fp32"
+    device = torch.device("cpu")
+    dtype = torch.float32
+    build_seconds = 0.0
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def run(self, batch: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return batch.clamp(0, 1)
+
+
+class ModelEngine(IdentityEngine):
+    """A stand-in engine that runs a real (small) model on the CPU."""
+
+    backend = "test-model"
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    @torch.inference_mode()
+    def run(self, batch: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.model(batch)[0].clamp(0, 1)
+
+
+def picture(width: int, height: int, k: int, seed: int = 0) -> np.ndarray:
+    """RGB uint8 frame k: smooth colour gradients, a moving square, mild noise."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    rgb = np.stack([xx / max(width - 1, 1), yy / max(height - 1, 1), 0.5 + 0.4 * np.sin((xx + yy + 3 * k) / 7)], -1)
+    side = max(4, min(width, height) // 4)
+    x0, y0 = (3 * k) % max(1, width - side), (2 * k) % max(1, height - side)
+    rgb[y0 : y0 + side, x0 : x0 + side] = (0.9, 0.2, 0.1)
+    noise = np.random.default_rng(seed + k).normal(0, 0.02, rgb.shape)
+    return (np.clip(rgb + noise, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def make_video(
+    path: Path,
+    codec: str = "libx264",
+    pix_fmt: str = "yuv420p",
+    size: tuple[int, int] = (64, 48),
+    frames: int = 10,
+    rate: int = 25,
+    pts: list[int] | None = None,
+    time_base: Fraction | None = None,
+    audio: str | None = None,
+    subtitles: bool = False,
+    rotation: int | None = None,
+    options: dict[str, str] | None = None,
+    color_range: int | None = None,
+    colorspace: int | None = None,
+) -> Path:
+    """Write a test video; `pts` (in `time_base`) makes it variable frame rate."""
+    width, height = size
+    with av.open(str(path), "w") as out:
+        video = out.add_stream(codec, rate=rate)
+        video.width, video.height, video.pix_fmt = width, height, pix_fmt
+        if time_base is not None:
+            video.time_base = time_base
+            video.codec_context.time_base = time_base
+        video.options = options or {}
+        if rotation is not None:
+            video.set_display_rotation(rotation)
+        if color_range is not None:
+            video.codec_context.color_range = color_range
+        if colorspace is not None:
+            video.codec_context.colorspace = colorspace
+        astream = out.add_stream(audio, rate=48000, layout="stereo") if audio else None
+        sstream = out.add_stream("mov_text") if subtitles else None
+        out.start_encoding()  # writes the header even when no frame follows
+        for k in range(frames):
+            frame = av.VideoFrame.from_ndarray(picture(width, height, k), format="rgb24").reformat(format=pix_fmt)
+            frame.pts = pts[k] if pts is not None else k
+            frame.time_base = time_base or Fraction(1, rate)
+            if color_range is not None:
+                frame.color_range = color_range
+            if colorspace is not None:
+                frame.colorspace = colorspace
+            for packet in video.encode(frame):
+                out.mux(packet)
+        for packet in video.encode(None):
+            out.mux(packet)
+        if astream is not None:
+            seconds = (pts[-1] * (time_base or Fraction(1, rate)) if pts else Fraction(frames, rate))
+            _write_tone(out, astream, float(seconds))
+        del sstream  # an empty subtitle track is enough to check that it is carried over
+    return path
+
+
+def _write_tone(out: av.container.OutputContainer, stream: av.AudioStream, seconds: float) -> None:
+    samples = int(48000 * seconds)
+    t = np.arange(samples, dtype=np.float32) / 48000
+    tone = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    chunk = 1024
+    for i in range(0, samples, chunk):
+        piece = np.stack([tone[i : i + chunk]] * 2)
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(piece), format="fltp", layout="stereo")
+        frame.sample_rate = 48000
+        frame.pts = i
+        for packet in stream.encode(frame):
+            out.mux(packet)
+    for packet in stream.encode(None):
+        out.mux(packet)
+
+
+def video_info(path: Path) -> dict:
+    """Frame count, pts, sizes, tags and the raw planes of the first video stream; audio packets."""
+    with av.open(str(path)) as container:
+        video = container.streams.video[0]
+        info: dict = {
+            "time_base": video.time_base, "width": video.width, "height": video.height,
+            "codec": video.codec_context.name, "pts": [], "planes": [], "rotation": None,
+            "format": None, "color_range": None, "colorspace": None,
+            "audio": [], "streams": [s.type for s in container.streams],
+        }
+        for packet in container.demux():
+            if packet.stream.type == "audio" and packet.size:
+                info["audio"].append((packet.pts, bytes(packet)))
+            if packet.stream.type != "video":
+                continue
+            for frame in packet.decode():
+                info["pts"].append(frame.pts)
+                info["format"] = frame.format.name
+                info["rotation"] = frame.rotation
+                info["color_range"], info["colorspace"] = frame.color_range, frame.colorspace
+                info["planes"].append([np.array(p) for p in _planes(frame)])
+    return info
+
+
+def _planes(frame: av.VideoFrame) -> list[np.ndarray]:
+    from derain.stream.color import frame_planes, layout_of
+
+    return frame_planes(frame, layout_of(frame.format.name))
