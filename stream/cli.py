@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from rich.table import Table
 
+from derain.benchmarks.bench import add_bench_parser
 from derain.engines import PRECISIONS, EngineError, export_onnx, select_device, select_precision
 from derain.engines.onnx import INPUT_NAME, OPSET, OUTPUT_NAME
 from derain.engines.tensorrt import serialize_engine
@@ -180,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_weights_parser(sub)
     add_export_parser(sub)
     add_video_parser(sub)
+    add_bench_parser(sub)
     return parser
 
 

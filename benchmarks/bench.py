@@ -1,0 +1,205 @@
+"""`derain bench`: how fast BRN runs here, against the authors' baseline and the roofline."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from derain.benchmarks.end_to_end import video_size
+from derain.benchmarks.runner import Plan, run_bench
+from derain.engines import BACKENDS, PRECISIONS, select_device
+from derain.models.brn import BRN, VARIANTS
+from derain.models.hub import load_model
+from derain.stream.options import console
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+GPU_RESOLUTIONS = [(640, 360), (1280, 720), (1920, 1080), (3840, 2160)]
+# A 160x120 frame takes about half a second on a 2-core CPU: enough to see the shape of things.
+CPU_RESOLUTIONS = [(160, 120)]
+DEFAULTS = {  # (GPU, CPU)
+    "resolution": (GPU_RESOLUTIONS, CPU_RESOLUTIONS),
+    "batch": ([1, 2, 4, 8], [1]),
+    "precision": (["fp16"], ["fp32"]),
+    "iterations": (50, 5),
+    "warmup": (10, 1),
+}
+PIPED_WIDTH = 140
+
+
+class BenchError(ValueError):
+    """A bench option that cannot be honoured, with what to do instead."""
+
+
+def comma_list(parse: Callable[[str], object], what: str) -> Callable[[str], list]:
+    def parse_list(text: str) -> list:
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError(f"{text!r}: give one or more {what}, separated by commas")
+        return [parse(item) for item in items]
+
+    return parse_list
+
+
+def resolution(text: str) -> tuple[int, int]:
+    """'1280x720' -> (width 1280, height 720)."""
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected WIDTHxHEIGHT, e.g. 1280x720") from None
+    if width < 1 or height < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: width and height must be positive")
+    return width, height
+
+
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of at least 1")
+    return value
+
+
+def choice(options: tuple[str, ...] | dict[str, object]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in options:
+            raise argparse.ArgumentTypeError(f"{text!r}: use one of {', '.join(options)}")
+        return text
+
+    return parse
+
+
+def add_bench_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="frames per second here, against the authors' baseline and the roofline")
+    p.add_argument("--resolution", type=comma_list(resolution, "WIDTHxHEIGHT sizes"), metavar="WxH[,WxH...]",
+                   help="default: 640x360,1280x720,1920x1080,3840x2160 on a GPU, 160x120 on the CPU")
+    p.add_argument("--batch", type=comma_list(positive, "batch sizes"), metavar="N[,N...]",
+                   help="frames per engine call; default: 1,2,4,8 on a GPU, 1 on the CPU")
+    p.add_argument("--engine", type=comma_list(choice(BACKENDS), "engines"), default=["auto"], metavar="NAME[,NAME...]",
+                   help=f"any of {', '.join(BACKENDS)} (default: auto)")
+    p.add_argument("--precision", type=comma_list(choice(PRECISIONS), "precisions"), metavar="P[,P...]",
+                   help=f"any of {', '.join(PRECISIONS)}; default: fp16 on a GPU, fp32 on the CPU")
+    p.add_argument("--variant", choices=tuple(VARIANTS), help="model variant (default: brn, or the one in --weights)")
+    p.add_argument("--stages", type=positive, metavar="T", help="recurrent stages (default: 4, or the one in --weights)")
+    p.add_argument("--weights", metavar="NAME|PATH",
+                   help="registry name or checkpoint file; default: random weights (speed does not depend on their values)")
+    p.add_argument("--device", default="auto", help="cpu, cuda or cuda:N (default: CUDA when present)")
+    p.add_argument("--iterations", type=positive, metavar="N", help="timed calls per row; default: 50 on a GPU, 5 on the CPU")
+    p.add_argument("--warmup", type=positive, metavar="N",
+                   help="untimed calls first (the first one builds compile and tensorrt engines); default: 10 on a GPU, 1 on the CPU")
+    p.add_argument("--input", type=Path, metavar="VIDEO",
+                   help="end-to-end mode: also run the whole pipeline on this file, and a plain PyAV transcode of it")
+    p.add_argument("--json", metavar="FILE", help="also write the full report as JSON")
+    p.set_defaults(func=cmd_bench)
+
+
+def bench_model(args: argparse.Namespace) -> tuple[BRN, str]:
+    """The model to time and how to describe its weights."""
+    if args.weights is None:
+        torch.manual_seed(0)
+        return BRN(args.variant or "brn", args.stages or 4).eval(), "random (speed does not depend on weight values)"
+    model = load_model(args.weights)
+    if args.variant and args.variant != model.variant:
+        raise BenchError(f"--variant {args.variant}: {args.weights} holds a {model.variant} model; drop --variant or pick other --weights")
+    if args.stages and args.stages != model.stages:
+        # Stages share their weights, so the same checkpoint runs for any number of them.
+        staged = BRN(model.variant, args.stages)
+        staged.load_state_dict(model.state_dict())
+        model = staged.eval()
+    return model, args.weights
+
+
+def plan_from_args(args: argparse.Namespace, device: torch.device) -> Plan:
+    gpu = 0 if device.type == "cuda" else 1
+    pick = {name: getattr(args, name) or defaults[gpu] for name, defaults in DEFAULTS.items()}
+    if args.json and not Path(args.json).parent.is_dir():
+        raise BenchError(f"--json {args.json}: the folder {Path(args.json).parent} does not exist; create it or pick another path")
+    if args.input is not None:
+        if args.resolution:
+            raise BenchError(f"--resolution: with --input the size is the video's ({args.input}); drop --resolution")
+        pick["resolution"] = [video_size(args.input)]
+    return Plan(pick["resolution"], pick["batch"], args.engine, pick["precision"], pick["iterations"], pick["warmup"], args.input)
+
+
+def _pct(share: float) -> str:
+    return f"{100 * share:.3g}%"
+
+
+def results_tables(report: dict) -> list[Table]:
+    """One table per resolution: the baseline first, then every engine row."""
+    tables = []
+    e2e = report["transcode"] is not None
+    for base in report["baseline"]:
+        size = (base["width"], base["height"])
+        table = Table(title=f"{size[0]}x{size[1]}, {base['flops_per_frame'] / 1e9:.3g} GFLOP a frame", box=box.SIMPLE_HEAD)
+        columns = ["engine", "prec", "batch", "fps", "p50 ms", "p99 ms", "x base", "compute", "memory", "peak MB", "build s"]
+        for column in columns + (["e2e fps", "bottleneck"] if e2e else []):
+            table.add_column(column, justify="left" if column in ("engine", "prec", "bottleneck") else "right")
+        for row in [base] + [r for r in report["rows"] if (r["width"], r["height"]) == size]:
+            cells = [
+                row["engine"], row["precision"], str(row["batch"]), f"{row['fps']:.3g}",
+                f"{row['latency_ms_p50']:.4g}", f"{row['latency_ms_p99']:.4g}", f"{row['speedup_vs_baseline']:.2f}",
+                _pct(row["compute_floor_share"]), _pct(row["memory_floor_share"]),
+                "-" if row["peak_memory_mb"] is None else f"{row['peak_memory_mb']:.0f}", f"{row['build_seconds']:.2f}",
+            ]
+            if e2e:
+                run = row.get("end_to_end")
+                cells += [f"{run['fps']:.3g}", run["bottleneck"]] if run else ["-", "-"]
+            table.add_row(*cells, style="dim" if row["engine"] == "baseline" else None)
+        tables.append(table)
+    return tables
+
+
+def legend(report: dict) -> list[str]:
+    model, peaks, device = report["model"], report["peaks"], report["device"]
+    lines = [
+        f"{model['variant'].upper()} T={model['stages']} on {device['gpu'] or device['cpu']}; torch {device['torch']}",
+        (f"peaks measured here: {peaks['compute_flops_per_s'] / 1e12:.3g} TFLOP/s ({peaks['compute_dtype']} matmul), "
+         f"{peaks['bandwidth_bytes_per_s'] / 1e9:.3g} GB/s (copy)"),
+        "baseline: the authors' module (separate gate convs), eager fp32, one frame at a time, numpy in and out",
+        "x base: fps over the baseline's; compute / memory: share of the compute and memory floors reached",
+    ]
+    if report["transcode"] is not None:
+        t = report["transcode"]
+        lines.append(f"plain PyAV transcode of the input ({t['codec']} crf {t['crf']}): {t['fps']:.3g} fps; "
+                     "e2e fps: the whole pipeline (decode, convert, engine, encode)")
+    return lines
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    device = select_device(args.device)
+    try:
+        model, weights = bench_model(args)
+        plan = plan_from_args(args, device)
+    except BenchError as err:
+        console.print(f"[red]derain: error:[/red] {err}", soft_wrap=True)
+        return 2
+    console.print(f"[dim]{model.variant.upper()} T={model.stages}, weights: {weights}; {device}; "
+                  f"{plan.iterations} timed calls per row after {plan.warmup} warm-up[/dim]")
+
+    def progress(row: dict) -> None:
+        console.print(f"[dim]  {row['width']}x{row['height']} {row['engine']} {row['precision']} "
+                      f"batch {row['batch']}: {row['fps']:.3g} fps[/dim]")
+
+    report = run_bench(model, device, plan, weights, progress)
+    # Piped output (a log, RESULTS.md) is not cut to 80 columns; a terminal keeps its own width.
+    out = console if console.is_terminal else Console(stderr=True, highlight=False, width=PIPED_WIDTH)
+    for table in results_tables(report):
+        out.print(table)
+    for line in legend(report):
+        out.print(f"[dim]{line}[/dim]")
+    for note in report["notes"]:
+        console.print(f"[dim]note: {note}[/dim]")
+    for item in report["skipped"]:
+        where = f" at batch {item['batch']} {item['width']}x{item['height']}" if "batch" in item else ""
+        console.print(f"[yellow]skipped {item['engine']} {item['precision']}{where}: {item['reason']}[/yellow]")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        console.print(f"[dim]report written to {args.json}[/dim]")
+    return 0

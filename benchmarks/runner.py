@@ -1,0 +1,174 @@
+"""One benchmark run: the baseline and every engine row at every resolution, as a JSON-ready report."""
+
+from __future__ import annotations
+
+import datetime
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from derain.benchmarks.baseline import AuthorsBaseline
+from derain.benchmarks.end_to_end import SUFFIX, end_to_end, transcode
+from derain.benchmarks.harness import (
+    FramePool,
+    Timing,
+    measure,
+    peak_memory_mb,
+    reset_peak_memory,
+)
+from derain.benchmarks.roofline import (
+    FrameCost,
+    Peaks,
+    floors,
+    frame_cost,
+    measure_peaks,
+)
+from derain.benchmarks.system import device_info
+from derain.engines import EngineError, build_engine, choose_backend
+from derain.models.brn import BRN
+
+
+@dataclass(frozen=True)
+class Plan:
+    resolutions: list[tuple[int, int]]  # (width, height)
+    batches: list[int]
+    engines: list[str]
+    precisions: list[str]
+    iterations: int
+    warmup: int
+    video: Path | None = None  # end-to-end mode: also run the pipeline on this file
+
+    @property
+    def pool_frames(self) -> int:
+        # Two full batches of the largest size, so that consecutive calls never see the same pixels.
+        return max(4, 2 * max(self.batches))
+
+
+def resolve_engines(requested: list[str], device: torch.device) -> tuple[list[str], list[str]]:
+    """`auto` replaced by what it picks on `device`, duplicates dropped; notes say what auto chose."""
+    engines: list[str] = []
+    notes: list[str] = []
+    for name in requested:
+        if name == "auto":
+            name, passed = choose_backend(device)
+            notes.append(f"auto picks {name} here" + "".join(f"; passed over {p}" for p in passed))
+        if name not in engines:
+            engines.append(name)
+    return engines, notes
+
+
+def _result(
+    engine: str, precision: str, batch: int, height: int, width: int, timing: Timing, cost: FrameCost,
+    peaks: Peaks, baseline_fps: float, peak_mb: float | None, build_seconds: float, pool: FramePool, warmup: int,
+) -> dict[str, object]:
+    bound = floors(cost, precision, timing.fps, peaks)
+    return {
+        "engine": engine, "precision": precision, "batch": batch, "height": height, "width": width,
+        "fps": timing.fps,
+        "latency_ms_p50": timing.percentile_ms(50), "latency_ms_p99": timing.percentile_ms(99),
+        "flops_per_frame": cost.flops, "min_bytes_per_frame": cost.min_bytes(precision),
+        "speedup_vs_baseline": timing.fps / baseline_fps,
+        "peak_memory_mb": peak_mb, "build_seconds": build_seconds,
+        "compute_floor_share": bound.compute_floor_share, "memory_floor_share": bound.memory_floor_share,
+        "compute_floor_ms": bound.compute_floor_ms, "memory_floor_ms": bound.memory_floor_ms,
+        "iterations": len(timing.latencies_ms), "warmup": warmup, "timer": timing.timer,
+        "input_checksum": pool.checksum, "input_frames": pool.count,
+    }
+
+
+class Unavailable(Exception):
+    """build_engine refused this engine and precision here: no batch or resolution changes that."""
+
+
+def _measure_engine(
+    model: BRN, engine_name: str, precision: str, batch: int, device: torch.device, pool: FramePool,
+    cost: FrameCost, peaks: Peaks, baseline_fps: float, plan: Plan, workdir: Path,
+) -> dict[str, object]:
+    """One engine row, measured on batches drawn from `pool`; in end-to-end mode, then on the video."""
+    reset_peak_memory(device)
+    try:
+        engine = build_engine(model, engine_name, device, precision)
+    except EngineError as err:
+        raise Unavailable(str(err)) from None
+    inputs = pool.batches(batch, engine.device, engine.dtype)
+    # Only one input batch is the engine's to hold; the others are the harness's rotation.
+    rotation_mb = sum(t.nbytes for t in inputs[1:]) / 2**20
+    timing = measure(engine.run, inputs, plan.warmup, plan.iterations, batch, device)
+    del inputs
+    peak = peak_memory_mb(device)
+    row = _result(engine.backend, precision, batch, pool.frames.shape[2], pool.frames.shape[3], timing, cost, peaks,
+                  baseline_fps, None if peak is None else peak - rotation_mb, engine.build_seconds, pool, plan.warmup)
+    if plan.video is not None:
+        output = workdir / f"{engine.backend}-{precision}-b{batch}{SUFFIX}"
+        row["end_to_end"] = end_to_end(engine, plan.video, batch, output, timing.fps)
+        output.unlink(missing_ok=True)
+    return row
+
+
+def _measure_baseline(model: BRN, device: torch.device, pool: FramePool, cost: FrameCost, peaks: Peaks, plan: Plan) -> dict[str, object]:
+    """The authors' way, one host frame at a time from `pool`; its fps is the 1x of every row."""
+    reset_peak_memory(device)
+    baseline = AuthorsBaseline(model, device)
+    timing = measure(baseline.run, pool.host_frames(), plan.warmup, plan.iterations, 1, device, host_synchronous=True)
+    return _result("baseline", "fp32", 1, pool.frames.shape[2], pool.frames.shape[3], timing, cost, peaks, timing.fps,
+                   peak_memory_mb(device), baseline.build_seconds, pool, plan.warmup)
+
+
+def run_bench(
+    model: BRN, device: torch.device, plan: Plan, weights: str, on_result: Callable[[dict[str, object]], None] = lambda r: None
+) -> dict[str, object]:
+    """Measure `plan` on `device`; each finished row (baseline or engine) also goes to `on_result`."""
+    engines, notes = resolve_engines(plan.engines, device)
+    peaks = measure_peaks(device)
+    report: dict[str, object] = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": device_info(device),
+        "peaks": peaks.to_dict(),
+        "model": {"variant": model.variant, "stages": model.stages, "weights": weights,
+                  "parameters": sum(p.numel() for p in model.parameters())},
+        "plan": {"resolutions": [f"{w}x{h}" for w, h in plan.resolutions], "batches": plan.batches,
+                 "engines": plan.engines, "precisions": plan.precisions, "iterations": plan.iterations,
+                 "warmup": plan.warmup, "input": None if plan.video is None else str(plan.video)},
+        "notes": notes,
+    }
+    rows: list[dict[str, object]] = []
+    baselines: list[dict[str, object]] = []
+    skipped: list[dict[str, object]] = []
+    unavailable: set[tuple[str, str]] = set()
+
+    def skip(engine: str, precision: str, reason: str, **where: int) -> None:
+        skipped.append({"engine": engine, "precision": precision, **where, "reason": reason})
+
+    with tempfile.TemporaryDirectory(prefix="derain-bench-") as tmp:
+        work = Path(tmp)
+        transcoded = transcode(plan.video, work / f"transcode{SUFFIX}") if plan.video is not None else None
+        for width, height in plan.resolutions:
+            cost = frame_cost(model, height, width)
+            pool = FramePool.generate(height, width, plan.pool_frames)
+            base = _measure_baseline(model, device, pool, cost, peaks, plan)
+            baselines.append(base)
+            on_result(base)
+            for engine_name in engines:
+                for precision in plan.precisions:
+                    if (engine_name, precision) in unavailable:
+                        continue
+                    for batch in plan.batches:
+                        try:
+                            row = _measure_engine(model, engine_name, precision, batch, device, pool, cost, peaks,
+                                                  base["fps"], plan, work)  # type: ignore[arg-type]
+                        except Unavailable as err:
+                            unavailable.add((engine_name, precision))
+                            skip(engine_name, precision, f"not available here: {err}")
+                            break
+                        except EngineError as err:
+                            skip(engine_name, precision, str(err), batch=batch, height=height, width=width)
+                            continue
+                        except torch.cuda.OutOfMemoryError:
+                            skip(engine_name, precision, "out of GPU memory", batch=batch, height=height, width=width)
+                            continue
+                        rows.append(row)
+                        on_result(row)
+    report.update(rows=rows, baseline=baselines, skipped=skipped, transcode=transcoded)
+    return report
