@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import platform
 import tempfile
-import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import av
 import numpy as np
 import torch
 
+from derain.benchmarks.end_to_end import transcode
 from derain.models.synth import RainStyle, RainVideo
 from derain.stream.demo import clean_frames
 from derain.stream.encode import DEFAULT_CRF, EncodeOptions
@@ -62,25 +62,6 @@ def make_clip(path: Path, frames: int) -> None:
             out.mux(packet)
 
 
-def plain_transcode(src: Path, dst: Path) -> tuple[int, float]:
-    start = time.perf_counter()
-    count = 0
-    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
-        video = inp.streams.video[0]
-        video.thread_type = "AUTO"
-        stream = out.add_stream("libx264", rate=video.average_rate)
-        stream.width, stream.height, stream.pix_fmt = video.width, video.height, "yuv420p"
-        stream.time_base = stream.codec_context.time_base = video.time_base
-        stream.options = {"crf": str(DEFAULT_CRF["libx264"])}
-        for frame in inp.decode(video):
-            for packet in stream.encode(frame):
-                out.mux(packet)
-            count += 1
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return count, time.perf_counter() - start
-
-
 def pipeline(src: Path, dst: Path, device: torch.device, batch: int) -> tuple[int, float, dict]:
     dst.unlink(missing_ok=True)
     summary = run_video(VideoJob(src, dst, batch=batch, encode=EncodeOptions()), IdentityEngine(device))
@@ -100,7 +81,8 @@ def main() -> None:
         make_clip(src, args.frames)
         plain, piped, stages = [], [], {}
         for _ in range(args.repeats):
-            frames, seconds = plain_transcode(src, Path(tmp) / "plain.mp4")
+            plain = transcode(src, Path(tmp) / "plain.mp4")
+            frames, seconds = plain["frames"], plain["seconds"]
             plain.append(seconds)
             frames_p, seconds_p, stages_p = pipeline(src, Path(tmp) / "derain.mp4", device, args.batch)
             assert frames_p == frames, (frames_p, frames)
