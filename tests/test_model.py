@@ -126,7 +126,7 @@ def test_key_mapping_against_real_file() -> None:
 def test_parameter_count_and_flops() -> None:
     model = BRN()
     assert sum(p.numel() for p in model.parameters()) == 375_526
-    # About 3.0 MFLOP a pixel (DESIGN.md section 1): 6.2 GFLOP for a 1080p frame.
+    # About 3.0 MFLOP a pixel (DESIGN.md section 1): 6.2 TFLOP for a 1080p frame.
     per_pixel = conv_flops(model, 1, 1)
     assert per_pixel == 2_997_504
     assert conv_flops(BRN(stages=2), 10, 10) == per_pixel * 100 // 2
