@@ -19,6 +19,7 @@ from derain.engines.tensorrt import serialize_engine
 from derain.models.brn import CheckpointError, pretrained_cfgs
 from derain.models.data import IMAGE_SUFFIXES, ImageError, find_pairs, read_image
 from derain.models.evaluate import ImageScore, evaluate
+from derain.models.train import add_train_parser
 from derain.models.hub import (
     BUILTIN_NAME,
     BUILTIN_PATH,
@@ -31,6 +32,7 @@ from derain.models.hub import (
 )
 from derain.stream.images import ImageJob, plan_jobs, run_jobs
 from derain.stream.errors import VideoError
+from derain.stream.demo import add_demo_parser
 from derain.stream.video import add_video_parser
 from derain.stream.options import add_engine_options, add_weights_option, console, engine_from_args, guard_accuracy
 
@@ -180,7 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_parser(sub)
     add_weights_parser(sub)
     add_export_parser(sub)
+    add_train_parser(sub)
     add_video_parser(sub)
+    add_demo_parser(sub)
     add_bench_parser(sub)
     return parser
 

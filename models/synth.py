@@ -1,0 +1,252 @@
+"""Synthetic rain: streak layers composited onto clean images, for training and for test clips.
+
+Streaks are made the way the Rain100L/H family was (Yang et al. 2017): sparse random noise
+smeared by a motion-blur line kernel. Here the kernel is drawn analytically, so length, angle
+and width are exact numbers rather than Photoshop filter settings, and heavier rain adds a
+veil (haze) and blurred streak accumulation on top.
+
+Every function takes a `numpy.random.Generator`, so a seed fixes the output. Angles are in
+degrees from vertical; positive leans the streak's lower end to the right (wind from the
+left), i.e. a streak runs along (dx, dy) = (sin a, cos a) with y pointing down.
+
+Compositing is additive and clipped: `rainy = clip(clean + layer, 0, 1)` and the returned
+rain layer is `rainy - clean`, so `clean + rain == rainy` holds exactly up to float rounding
+and the rain branch trains against what the network actually sees.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class RainStyle:
+    """One streak layer and the veil over it.
+
+    density: expected streak seeds per pixel (0.002 light drizzle, 0.03 downpour).
+    length: streak length in pixels. width: streak thickness (FWHM) in pixels.
+    intensity: peak brightness a streak adds, in [0, 1].
+    haze: strength of the veil, the fraction of the background replaced by the atmospheric light.
+    accumulation: strength of the blurred, misty copy of the streaks that heavy rain builds up.
+    """
+
+    density: float = 0.01
+    length: float = 20.0
+    angle: float = 0.0
+    width: float = 1.0
+    intensity: float = 0.7
+    haze: float = 0.0
+    accumulation: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.density < 0 or self.length < 1 or self.width <= 0:
+            raise ValueError(f"rain style needs density >= 0, length >= 1 and width > 0, got {self}")
+        if not (0.0 <= self.intensity <= 1.0 and 0.0 <= self.haze < 1.0 and self.accumulation >= 0.0):
+            raise ValueError(f"rain style needs intensity in [0, 1], haze in [0, 1), accumulation >= 0, got {self}")
+
+
+def direction(angle: float) -> tuple[float, float]:
+    """Unit (dx, dy) along which a streak at `angle` degrees runs (y down)."""
+    a = math.radians(angle)
+    return math.sin(a), math.cos(a)
+
+
+def streak_kernel(length: float, angle: float, width: float) -> np.ndarray:
+    """A motion-blur line of the given length, angle and width, peak 1 (not normalised).
+
+    Peak 1 rather than unit sum keeps a streak's brightness independent of its length, so
+    `intensity` means the same thing for drizzle and for long streaks.
+    """
+    radius = math.ceil(length / 2 + 2 * width) + 1
+    coords = np.arange(-radius, radius + 1, dtype=np.float32)
+    xx, yy = np.meshgrid(coords, coords)
+    dx, dy = direction(angle)
+    along = xx * dx + yy * dy
+    across = -xx * dy + yy * dx
+    sigma = width / 2.3548  # width is the full width at half maximum
+    profile = np.exp(-0.5 * (across / max(sigma, 0.35)) ** 2)
+    # Soft ends (one pixel ramp) avoid aliasing steps when length is not an integer.
+    ends = np.clip(length / 2 + 0.5 - np.abs(along), 0.0, 1.0)
+    return (profile * ends).astype(np.float32)
+
+
+def _seeds(shape: tuple[int, int], density: float, rng: np.random.Generator) -> np.ndarray:
+    """Sparse noise: each pixel is a seed with probability `density`, amplitude in [0.4, 1]."""
+    hit = rng.random(shape, dtype=np.float32) < density
+    return np.where(hit, rng.uniform(0.4, 1.0, shape).astype(np.float32), np.float32(0.0))
+
+
+def _filter(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    return cv2.filter2D(image, cv2.CV_32F, kernel, borderType=cv2.BORDER_CONSTANT)
+
+
+def render_streaks(height: int, width: int, style: RainStyle, rng: np.random.Generator) -> np.ndarray:
+    """A (H, W) float32 streak layer in [0, intensity] (no veil).
+
+    Seeds are drawn on a canvas larger than the frame by the kernel radius, so streaks enter
+    from outside instead of stopping short of the borders.
+    """
+    kernel = streak_kernel(style.length, style.angle, style.width)
+    margin = kernel.shape[0] // 2
+    seeds = _seeds((height + 2 * margin, width + 2 * margin), style.density, rng)
+    layer = _filter(seeds, kernel)[margin : margin + height, margin : margin + width]
+    return np.minimum(layer, 1.0) * np.float32(style.intensity)
+
+
+def _accumulate(streaks: np.ndarray, style: RainStyle) -> np.ndarray:
+    """Misty accumulation: the streaks blurred across several streak lengths."""
+    if style.accumulation <= 0:
+        return np.zeros_like(streaks)
+    sigma = max(2.0, style.length / 4)
+    mist = cv2.GaussianBlur(streaks, (0, 0), sigma)
+    return mist / max(float(mist.max()), 1e-6) * np.float32(style.accumulation * style.intensity)
+
+
+def composite(
+    clean: np.ndarray,
+    streaks: np.ndarray,
+    haze: float = 0.0,
+    atmosphere: float = 0.9,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(rainy, rain) for a clean (H, W, 3) image in [0, 1] and a (H, W) or (H, W, 3) streak layer.
+
+    rainy = clip(clean * (1 - haze) + haze * atmosphere + streaks, 0, 1); rain = rainy - clean.
+    """
+    clean = clean.astype(np.float32, copy=False)
+    if streaks.ndim == 2:
+        streaks = streaks[..., None]
+    veiled = clean * np.float32(1.0 - haze) + np.float32(haze * atmosphere) if haze > 0 else clean
+    rainy = np.clip(veiled + streaks, 0.0, 1.0)
+    return rainy, rainy - clean
+
+
+def add_rain(
+    clean: np.ndarray, styles: RainStyle | list[RainStyle], rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Render one or more streak layers, add accumulation and veil, composite onto `clean`.
+
+    Returns (rainy, rain) with rainy = clean + rain exactly (see `composite`).
+    """
+    styles = [styles] if isinstance(styles, RainStyle) else styles
+    height, width = clean.shape[:2]
+    layer = np.zeros((height, width), np.float32)
+    for style in styles:
+        streaks = render_streaks(height, width, style, rng)
+        layer += streaks + _accumulate(streaks, style)
+    haze = 1.0 - math.prod(1.0 - s.haze for s in styles)
+    atmosphere = float(rng.uniform(0.75, 1.0)) if haze > 0 else 0.9
+    return composite(clean, layer, haze, atmosphere)
+
+
+def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
+    return float(np.exp(rng.uniform(math.log(low), math.log(high))))
+
+
+@dataclass(frozen=True)
+class RainSampler:
+    """Draws random rain styles: mostly light Rain100L-like streaks, some heavy Rain100H-like rain.
+
+    Light: one layer covering 2-12 % of the image, thin (width 1-2 px), near-vertical (|angle|
+    mostly under 15 degrees, up to 35), length 10-45 px. Heavy: two or three layers of wider
+    streaks covering 5-20 % each at a shared wind angle, with haze and accumulation.
+
+    Density is drawn as coverage (area the streaks paint, about density x length x width) so a
+    long streak does not turn light rain into a downpour.
+    """
+
+    heavy_fraction: float = 0.25
+    max_angle: float = 35.0
+
+    def light(self, rng: np.random.Generator) -> list[RainStyle]:
+        angle = float(np.clip(rng.normal(0.0, self.max_angle / 3), -self.max_angle, self.max_angle))
+        length, width = float(rng.uniform(10, 45)), float(rng.uniform(1.0, 2.0))
+        return [
+            RainStyle(
+                density=_log_uniform(rng, 0.02, 0.12) / (length * width),
+                length=length,
+                angle=angle,
+                width=width,
+                intensity=float(rng.uniform(0.35, 0.95)),
+            )
+        ]
+
+    def heavy(self, rng: np.random.Generator) -> list[RainStyle]:
+        wind = float(rng.uniform(-self.max_angle, self.max_angle))
+        layers = int(rng.integers(2, 4))
+        haze = float(rng.uniform(0.0, 0.2))
+        styles = []
+        for k in range(layers):
+            length, width = float(rng.uniform(15, 50)), float(rng.uniform(1.0, 2.5))
+            styles.append(
+                RainStyle(
+                    density=_log_uniform(rng, 0.05, 0.2) / (length * width),
+                    length=length,
+                    angle=wind + float(rng.normal(0.0, 5.0)),
+                    width=width,
+                    intensity=float(rng.uniform(0.2, 0.7)),
+                    # The veil is one atmosphere, so it rides on the first layer only.
+                    haze=haze if k == 0 else 0.0,
+                    accumulation=float(rng.uniform(0.0, 0.4)),
+                )
+            )
+        return styles
+
+    def __call__(self, rng: np.random.Generator) -> list[RainStyle]:
+        return self.heavy(rng) if rng.random() < self.heavy_fraction else self.light(rng)
+
+
+class RainVideo:
+    """A streak field falling along its angle, rendered frame by frame.
+
+    Drops are points on a wrapped canvas (the frame plus a kernel-radius margin) that move
+    `speed` pixels per frame along the streak direction; frame k splats them bilinearly and
+    smears them with the streak kernel. Frame k + 1 is frame k shifted by `speed` along the
+    direction, apart from drops that wrap around, so streaks move consistently over time.
+    """
+
+    def __init__(
+        self,
+        height: int,
+        width: int,
+        style: RainStyle,
+        speed: float = 12.0,
+        seed: int | np.random.Generator | None = None,
+    ) -> None:
+        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        self.height, self.width, self.style, self.speed = height, width, style, speed
+        self.kernel = streak_kernel(style.length, style.angle, style.width)
+        self.margin = self.kernel.shape[0] // 2
+        self.canvas = (height + 2 * self.margin, width + 2 * self.margin)
+        count = rng.poisson(style.density * self.canvas[0] * self.canvas[1])
+        self.ys = rng.uniform(0, self.canvas[0], count)
+        self.xs = rng.uniform(0, self.canvas[1], count)
+        self.amplitude = rng.uniform(0.4, 1.0, count).astype(np.float32)
+        self.atmosphere = float(rng.uniform(0.75, 1.0))
+
+    def streaks(self, k: int) -> np.ndarray:
+        """The (H, W) float32 streak layer of frame k."""
+        dx, dy = direction(self.style.angle)
+        ch, cw = self.canvas
+        ys = (self.ys + k * self.speed * dy) % ch
+        xs = (self.xs + k * self.speed * dx) % cw
+        y0, x0 = np.floor(ys).astype(np.int64), np.floor(xs).astype(np.int64)
+        fy, fx = (ys - y0).astype(np.float32), (xs - x0).astype(np.float32)
+        seeds = np.zeros(ch * cw, np.float32)
+        for oy, ox, w in ((0, 0, (1 - fy) * (1 - fx)), (0, 1, (1 - fy) * fx), (1, 0, fy * (1 - fx)), (1, 1, fy * fx)):
+            idx = ((y0 + oy) % ch) * cw + (x0 + ox) % cw
+            seeds += np.bincount(idx, weights=self.amplitude * w, minlength=ch * cw).astype(np.float32)
+        layer = _filter(seeds.reshape(ch, cw), self.kernel)
+        m = self.margin
+        return np.minimum(layer[m : m + self.height, m : m + self.width], 1.0) * np.float32(self.style.intensity)
+
+    def frame(self, clean: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(rainy, rain) for clean frame k; the veil, if any, stays constant over time."""
+        if clean.shape[:2] != (self.height, self.width):
+            raise ValueError(f"frame is {clean.shape[1]}x{clean.shape[0]}, the rain field {self.width}x{self.height}")
+        streaks = self.streaks(k)
+        return composite(clean, streaks + _accumulate(streaks, self.style), self.style.haze, self.atmosphere)
+

@@ -1,0 +1,497 @@
+"""`derain train`: the paper's training recipe for the BRN family, resumable, on paired or synthetic data.
+
+Recipe (Shang et al. 2020): 100x100 patches, batch 12, Adam at 1e-3, learning rate x0.2 at 30%,
+50% and 80% of the run, loss = 0.55 * image loss + 0.45 * rain loss, each the negative of
+SSIM(final stage) + 0.5 * sum over stages of SSIM(stage); the rain branch is scored against
+the true rain layer (rainy - clean).
+
+Batches are drawn from a generator seeded by (seed, step), so a run resumed after a kill sees
+the same patches, in the same order, as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from derain.models.brn import BRN
+from derain.models.checkpoint import load_checkpoint, save_checkpoint
+from derain.models.data import find_pairs, list_images, read_image
+from derain.models.hub import load_model
+from derain.models.metrics import psnr_y, ssim, ssim_y, to_uint8_truncated
+from derain.models.synth import RainSampler, add_rain
+
+IMAGE_WEIGHT = 0.55
+RAIN_WEIGHT = 0.45
+STAGE_WEIGHT = 0.5
+MILESTONES = (0.3, 0.5, 0.8)
+GAMMA = 0.2
+
+# Published test sets: training on them (or next to them) would make every reported number a lie.
+TEST_SET_NAMES = ("rain100l", "rain100h", "rain12", "test100", "test1200", "test2800")
+SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+STATE_FILE = "state.pt"
+LAST_FILE = "last.safetensors"
+BEST_FILE = "best.safetensors"
+LOG_FILE = "log.jsonl"
+
+
+class TrainError(RuntimeError):
+    """A training run that cannot start or continue, with what to do about it."""
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    out: str
+    synthetic_rain: bool = False
+    epochs: int = 100
+    patch: int = 100
+    batch: int = 12
+    lr: float = 1e-3
+    resume: bool = False
+    init: str | None = None
+    val: str | None = None
+    variant: str | None = None
+    stages: int | None = None
+    device: str | None = None
+    steps_per_epoch: int | None = None
+    heavy_fraction: float = 0.25
+    val_crop: int = 256
+    seed: int = 0
+    log_every: int = 10
+
+
+@dataclass
+class TrainResult:
+    step: int
+    epoch: int
+    losses: list[float] = field(default_factory=list)
+    val: list[dict] = field(default_factory=list)
+    last: Path | None = None
+    best: Path | None = None
+
+
+def check_not_test_set(path: str | Path) -> None:
+    """Raise TrainError for a folder that is, or lies inside, a known test set."""
+    resolved = Path(path).resolve()
+    hit = next((part for part in resolved.parts if part.lower() in TEST_SET_NAMES), None)
+    if hit is None and SHARED_DATA.is_dir() and resolved.is_relative_to(SHARED_DATA.resolve()):
+        hit = str(SHARED_DATA)
+    if hit is not None:
+        raise TrainError(
+            f"{path}: looks like a test set ({hit}); training on it would make its scores meaningless. "
+            "Train on a training set (e.g. RainTrainL) or on clean images with --synthetic-rain, "
+            "and keep test sets for `derain eval`."
+        )
+
+
+# Data ---------------------------------------------------------------------------------------
+
+
+def _random_crop(images: list[np.ndarray], patch: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """The same random patch (with a random horizontal flip) from aligned images."""
+    height, width = images[0].shape[:2]
+    if height < patch or width < patch:
+        scale = patch / min(height, width)
+        size = (max(patch, round(width * scale)), max(patch, round(height * scale)))
+        images = [cv2.resize(im, size, interpolation=cv2.INTER_AREA) for im in images]
+        height, width = images[0].shape[:2]
+    top = int(rng.integers(0, height - patch + 1))
+    left = int(rng.integers(0, width - patch + 1))
+    flip = rng.random() < 0.5
+    out = []
+    for im in images:
+        crop = im[top : top + patch, left : left + patch]
+        out.append(np.ascontiguousarray(crop[:, ::-1] if flip else crop))
+    return out
+
+
+class PairedSource:
+    """Rainy/clean pairs held in memory; the rain target is rainy - clean."""
+
+    def __init__(self, pairs: list[tuple[Path, Path]]) -> None:
+        self.pairs = [(read_image(a), read_image(b)) for a, b in pairs]
+        for (a, b), (pa, _) in zip(self.pairs, pairs):
+            if a.shape != b.shape:
+                raise TrainError(f"{pa}: size differs from its ground truth; fix the pair or remove it")
+        self.pixels = sum(a.shape[0] * a.shape[1] for a, _ in self.pairs)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def sample(self, patch: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        rainy, clean = _random_crop(list(self.pairs[int(rng.integers(len(self.pairs)))]), patch, rng)
+        return rainy, clean, rainy - clean
+
+    def full(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.pairs[index]
+
+
+class SyntheticSource:
+    """Clean images held in memory; rain is synthesised per patch."""
+
+    def __init__(self, paths: list[Path], sampler: RainSampler) -> None:
+        self.images = [read_image(p) for p in paths]
+        self.sampler = sampler
+        self.pixels = sum(im.shape[0] * im.shape[1] for im in self.images)
+        # Pick images in proportion to their area, so every pixel is equally likely.
+        areas = np.array([im.shape[0] * im.shape[1] for im in self.images], dtype=np.float64)
+        self.weights = areas / areas.sum()
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def sample(self, patch: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        image = self.images[int(rng.choice(len(self.images), p=self.weights))]
+        # Random zoom: the few bundled images then yield streaks over many scene scales.
+        zoom = float(rng.uniform(0.5, 1.0))
+        side = min(round(patch / zoom), *image.shape[:2])
+        (crop,) = _random_crop([image], side, rng)
+        if side != patch:
+            crop = cv2.resize(crop, (patch, patch), interpolation=cv2.INTER_AREA)
+        rainy, rain = add_rain(crop, self.sampler(rng), rng)
+        return rainy, crop, rain
+
+    def full(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        # Light rain from a fixed seed per image: the same validation set every epoch and run.
+        clean = self.images[index]
+        rng = np.random.default_rng([index, 7])
+        rainy, _ = add_rain(clean, self.sampler.light(rng), rng)
+        return rainy, clean
+
+
+Source = PairedSource | SyntheticSource
+
+
+def _synthetic_paths(folder: Path) -> list[Path]:
+    paths = list_images(folder)
+    if not paths:
+        raise TrainError(f"{folder}: no images found; --synthetic-rain needs a folder of clean images")
+    return paths
+
+
+def build_sources(cfg: TrainConfig) -> tuple[Source, Source | None]:
+    """Training and validation sources; without --val a tenth of the data is held out."""
+    sampler = RainSampler(heavy_fraction=cfg.heavy_fraction)
+    data = Path(cfg.data)
+    if not data.is_dir():
+        raise TrainError(f"{data}: no such data folder")
+    perm_rng = np.random.default_rng([cfg.seed, 1])
+    if cfg.synthetic_rain:
+        items: list = _synthetic_paths(data)
+        make: Callable = partial(SyntheticSource, sampler=sampler)
+        val_items = _synthetic_paths(Path(cfg.val)) if cfg.val else None
+    else:
+        try:
+            items = find_pairs(data)
+            val_items = find_pairs(cfg.val) if cfg.val else None
+        except FileNotFoundError as err:
+            raise TrainError(f"{err}; for a folder of clean images add --synthetic-rain") from None
+        make = PairedSource
+    if val_items is None and len(items) >= 2:
+        order = perm_rng.permutation(len(items))
+        held = max(1, len(items) // 10)
+        val_items = [items[i] for i in sorted(order[:held])]
+        items = [items[i] for i in sorted(order[held:])]
+    return make(items), (make(val_items) if val_items else None)
+
+
+def make_batch(source: Source, cfg: TrainConfig, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(rainy, clean, rain) batches for a global step; the same step always gives the same batch."""
+    rng = np.random.default_rng([cfg.seed, step])
+    samples = [source.sample(cfg.patch, rng) for _ in range(cfg.batch)]
+    return tuple(torch.from_numpy(np.stack(s)).permute(0, 3, 1, 2).contiguous() for s in zip(*samples))  # type: ignore[return-value]
+
+
+# Loss, schedule, validation -----------------------------------------------------------------
+
+
+def brn_loss(xs: list[torch.Tensor], rs: list[torch.Tensor], clean: torch.Tensor, rain: torch.Tensor) -> torch.Tensor:
+    """The paper's loss: 0.55 * image term + 0.45 * rain term, each -(SSIM_T + 0.5 * sum_t SSIM_t)."""
+
+    def term(outs: list[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+        scores = [ssim(o.float(), target) for o in outs]
+        return -(scores[-1] + STAGE_WEIGHT * sum(scores))
+
+    return IMAGE_WEIGHT * term(xs, clean) + RAIN_WEIGHT * term(rs, rain)
+
+
+def learning_rate(base: float, step: int, total: int) -> float:
+    """Step decay: x0.2 at 30%, 50% and 80% of the run."""
+    passed = sum(step >= round(f * total) for f in MILESTONES)
+    return base * GAMMA**passed
+
+
+def _center_crop(image: np.ndarray, size: int) -> np.ndarray:
+    height, width = image.shape[:2]
+    top, left = max(0, (height - size) // 2), max(0, (width - size) // 2)
+    return image[top : top + size, left : left + size]
+
+
+@torch.no_grad()
+def validate(model: BRN, source: Source, device: torch.device, crop: int) -> dict[str, float]:
+    """Mean Y-PSNR / Y-SSIM (the paper's protocol) of the output, and Y-PSNR of the input, over
+    held-out images centre-cropped to `crop`."""
+    model.eval()
+    psnrs, ssims, inputs = [], [], []
+    for index in range(len(source)):
+        rainy, clean = (_center_crop(im, crop) for im in source.full(index))
+        y = torch.from_numpy(np.ascontiguousarray(rainy)).permute(2, 0, 1)[None].to(device)
+        x, _ = model(y)
+        out = to_uint8_truncated(x[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy())
+        target = np.round(clean * 255.0).astype(np.uint8)
+        psnrs.append(psnr_y(out, target))
+        ssims.append(ssim_y(out, target))
+        inputs.append(psnr_y(to_uint8_truncated(rainy), target))
+    model.train()
+    # The rainy input's score says whether the model helps at all.
+    return {"val_psnr": float(np.mean(psnrs)), "val_ssim": float(np.mean(ssims)), "val_input_psnr": float(np.mean(inputs))}
+
+
+# The run ------------------------------------------------------------------------------------
+
+
+def _pick_device(name: str | None) -> torch.device:
+    if name:
+        device = torch.device(name)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise TrainError(f"--device {name}: CUDA is not available here; use --device cpu")
+        return device
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _initial_model(cfg: TrainConfig) -> BRN:
+    if cfg.init is None:
+        torch.manual_seed(cfg.seed)  # the seed fixes the initial weights as well as the batches
+        return BRN(cfg.variant or "brn", cfg.stages or 4)
+    model = load_model(cfg.init)
+    if (cfg.variant and cfg.variant != model.variant) or (cfg.stages and cfg.stages != model.stages):
+        raise TrainError(
+            f"--init {cfg.init} is {model.variant} with {model.stages} stages; drop --variant/--stages "
+            "or give matching values"
+        )
+    return model
+
+
+def _atomic_torch_save(obj: object, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class _Log:
+    """JSON lines, one object per event, flushed as written so `tail -f` follows the run."""
+
+    def __init__(self, path: Path) -> None:
+        self.file = open(path, "a", encoding="utf-8")
+
+    def __call__(self, event: str, **fields: object) -> None:
+        self.file.write(json.dumps({"event": event, "time": round(time.time(), 3), **fields}) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
+    """Run (or resume) training as configured; returns where it stopped and what it wrote."""
+    console = console or Console(stderr=True)
+    check_not_test_set(cfg.data)
+    out = Path(cfg.out)
+    state_path = out / STATE_FILE
+    state = None
+    if cfg.resume:
+        if not state_path.is_file():
+            raise TrainError(f"{out}: nothing to resume (no {STATE_FILE}); run without --resume to start")
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        saved = json.loads(state["config"])
+        # The model and the batch stream must match the run being resumed; the rest may change.
+        for key in ("variant", "stages", "patch", "batch", "seed", "synthetic_rain"):
+            if key in ("variant", "stages") and getattr(cfg, key) is None:
+                setattr(cfg, key, saved[key])
+            elif getattr(cfg, key) != saved[key]:
+                raise TrainError(f"--resume: {key} was {saved[key]!r} in {out}, now {getattr(cfg, key)!r}; keep it the same")
+    elif state_path.exists():
+        raise TrainError(f"{out} already holds a run; add --resume to continue it or pick another --out")
+
+    device = _pick_device(cfg.device)
+    train_src, val_src = build_sources(cfg)
+    if state is None:
+        model = _initial_model(cfg)
+        cfg.variant, cfg.stages = model.variant, model.stages
+    else:
+        model, _ = load_checkpoint(out / LAST_FILE)
+    model.to(device).train()
+    steps_per_epoch = cfg.steps_per_epoch or max(1, math.ceil(train_src.pixels / (cfg.patch**2 * cfg.batch)))
+    total = cfg.epochs * steps_per_epoch
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    step, best = 0, -math.inf
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        if amp and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        step, best = int(state["step"]), float(state["best_psnr"])
+
+    out.mkdir(parents=True, exist_ok=True)
+    log = _Log(out / LOG_FILE)
+    training_data = (
+        f"synthetic rain on {len(train_src)} clean images from {cfg.data}"
+        if cfg.synthetic_rain
+        else f"{len(train_src)} rainy/clean pairs from {cfg.data}"
+    ) + (f", fine-tuned from {cfg.init}" if cfg.init else "")
+    log("start" if state is None else "resume", step=step, total=total, steps_per_epoch=steps_per_epoch,
+        device=str(device), train_items=len(train_src), val_items=len(val_src) if val_src else 0, config=asdict(cfg))
+    result = TrainResult(step=step, epoch=step // steps_per_epoch)
+
+    def save(epoch_done: bool, metrics: dict[str, float]) -> None:
+        nonlocal best
+        extra = {"step": str(step), "epoch": str(step // steps_per_epoch), **{k: f"{v:.4f}" for k, v in metrics.items()}}
+        result.last = save_checkpoint(model, out / LAST_FILE, training_data=training_data, extra=extra)
+        if epoch_done:
+            save_checkpoint(model, out / f"epoch-{step // steps_per_epoch:03d}.safetensors", training_data=training_data, extra=extra)
+            if metrics.get("val_psnr", -math.inf) > best:
+                best = metrics["val_psnr"]
+                result.best = save_checkpoint(model, out / BEST_FILE, training_data=training_data, extra=extra)
+        # Training state goes last: a kill between the two writes resumes from the older state
+        # with newer weights at worst, never with a state that points past the weights.
+        _atomic_torch_save(
+            {
+                "step": step,
+                "best_psnr": best,
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict() if amp else {},
+                "config": json.dumps(asdict(cfg)),
+            },
+            state_path,
+        )
+
+    stop = {"signal": None}
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop["signal"] = signum
+
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    progress = Progress(
+        TextColumn("[bold]train[/] epoch {task.fields[epoch]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f} lr {task.fields[lr]:.1e}"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not console.is_terminal,
+    )
+    window: list[float] = []
+    try:
+        with progress:
+            task = progress.add_task("train", total=total, completed=step, epoch=step // steps_per_epoch + 1, loss=0.0, lr=cfg.lr)
+            while step < total and stop["signal"] is None:
+                lr = learning_rate(cfg.lr, step, total)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                rainy, clean, rain = (t.to(device, non_blocking=True) for t in make_batch(train_src, cfg, step))
+                with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+                    xs, rs = model.forward_stages(rainy)
+                loss = brn_loss(xs, rs, clean, rain)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                step += 1
+                value = float(loss.detach())
+                result.losses.append(value)
+                window.append(value)
+                progress.update(task, advance=1, loss=value, lr=lr, epoch=(step - 1) // steps_per_epoch + 1)
+                if step % cfg.log_every == 0:
+                    log("step", step=step, epoch=(step - 1) // steps_per_epoch + 1, loss=float(np.mean(window)), lr=lr)
+                    if not console.is_terminal:
+                        console.print(f"step {step}/{total} loss {np.mean(window):.4f} lr {lr:.1e}")
+                    window.clear()
+                if step % steps_per_epoch == 0:
+                    metrics = validate(model, val_src, device, cfg.val_crop) if val_src else {}
+                    save(True, metrics)
+                    epoch = step // steps_per_epoch
+                    result.val.append({"epoch": epoch, **metrics})
+                    log("epoch", step=step, epoch=epoch, **metrics)
+                    shown = " ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+                    console.print(f"epoch {epoch}/{cfg.epochs} step {step} {shown} -> {out / f'epoch-{epoch:03d}.safetensors'}", soft_wrap=True)
+        if step % steps_per_epoch:
+            save(False, {})
+        if stop["signal"] is not None:
+            log("stopped", step=step, signal=int(stop["signal"]))
+            console.print(f"stopped at step {step}; continue with --resume")
+        else:
+            log("done", step=step, best_val_psnr=best if best > -math.inf else None)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        log.close()
+    result.step, result.epoch = step, step // steps_per_epoch
+    result.last = out / LAST_FILE
+    result.best = out / BEST_FILE if (out / BEST_FILE).is_file() else None
+    return result
+
+
+# CLI ----------------------------------------------------------------------------------------
+
+
+def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register `derain train`."""
+    p = subparsers.add_parser(
+        "train",
+        help="train or fine-tune a BRN model (the paper's recipe)",
+        description=__doc__.split("\n\n")[1],
+    )
+    p.add_argument("--data", required=True, help="paired folder (input/+target/, rain/+norain/, rainy/) or clean images with --synthetic-rain")
+    p.add_argument("--synthetic-rain", action="store_true", help="--data holds clean images; synthesise rain on the fly")
+    p.add_argument("--out", required=True, help="run folder: checkpoints, state.pt, log.jsonl")
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--patch", type=int, default=100, help="training patch side (default 100)")
+    p.add_argument("--batch", type=int, default=12)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+    p.add_argument("--init", metavar="WEIGHTS", help="start from these weights (name or checkpoint path) to fine-tune")
+    p.add_argument("--val", metavar="DIR", help="validation data (same kind as --data); default: a tenth of --data held out")
+    p.add_argument("--variant", choices=["brn", "brn-xr", "brn-rx", "crn"], help="default brn (or that of --init)")
+    p.add_argument("--stages", type=int, help="recurrent stages T (default 4, or that of --init)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--steps-per-epoch", type=int, help="default: one pass over the data's area in patches")
+    p.add_argument("--heavy-fraction", type=float, default=0.25, help="share of synthetic samples with heavy rain")
+    p.add_argument("--val-crop", type=int, default=256, help="centre crop of validation images (bounds CPU time)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run_train)
+    return p
+
+
+def run_train(args: argparse.Namespace) -> int:
+    keys = TrainConfig.__dataclass_fields__
+    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in keys})
+    console = Console(stderr=True)
+    try:
+        result = train(cfg, console)
+    except (TrainError, FileNotFoundError) as err:
+        console.print(f"[red]error:[/] {err}")
+        return 2
+    console.print(f"final checkpoint: {result.last}" + (f"  best: {result.best}" if result.best else ""), soft_wrap=True)
+    return 0

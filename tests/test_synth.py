@@ -1,0 +1,95 @@
+"""The rain synthesiser keeps the promises training relies on."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from derain.models.synth import RainSampler, RainStyle, RainVideo, add_rain, direction, render_streaks
+
+
+def streak_angle(layer: np.ndarray) -> float:
+    """Dominant streak angle (degrees from vertical) from the structure tensor of the layer."""
+    # Pre-smoothing (derivative of Gaussian) keeps one-pixel streaks from biasing the gradients
+    # towards the pixel grid's diagonals.
+    gy, gx = np.gradient(cv2.GaussianBlur(layer, (0, 0), 1.5).astype(np.float64))
+    jxx, jyy, jxy = (gx * gx).sum(), (gy * gy).sum(), (gx * gy).sum()
+    # Gradients point across the streaks: the streaks run along the weakest eigenvector.
+    _, vectors = np.linalg.eigh(np.array([[jxx, jxy], [jxy, jyy]]))
+    dx, dy = vectors[:, 0]
+    angle = math.degrees(math.atan2(dx, dy))
+    return (angle + 90.0) % 180.0 - 90.0
+
+
+@pytest.mark.parametrize("angle", [-35.0, -12.0, 0.0, 7.0, 20.0, 40.0])
+def test_streak_angle_matches_parameter(angle: float) -> None:
+    style = RainStyle(density=0.004, length=30, angle=angle, width=1.5, intensity=0.8)
+    layer = render_streaks(192, 192, style, np.random.default_rng(3))
+    assert abs(streak_angle(layer) - angle) < 3.0
+
+
+def test_density_is_monotone() -> None:
+    coverage = []
+    for density in (0.001, 0.003, 0.01, 0.03):
+        layer = render_streaks(128, 128, RainStyle(density=density, length=15), np.random.default_rng(0))
+        coverage.append(float((layer > 0.05).mean()))
+    assert coverage == sorted(coverage) and coverage[0] < coverage[-1] / 5
+    assert not render_streaks(64, 64, RainStyle(density=0.0), np.random.default_rng(0)).any()
+
+
+def test_intensity_and_length_are_honoured() -> None:
+    style = RainStyle(density=0.0005, length=25, angle=0.0, width=1.0, intensity=0.6)
+    layer = render_streaks(256, 256, style, np.random.default_rng(1))
+    assert 0.3 < layer.max() <= 0.6 + 1e-6
+    # A lone vertical streak is about `length` pixels long.
+    column = layer[:, np.argmax(layer.max(axis=0))]
+    runs = np.diff(np.flatnonzero(np.diff(np.r_[0, column > 0.05, 0])))[::2]
+    assert 20 <= runs.max() <= 40
+
+
+def test_seed_determines_output() -> None:
+    clean = np.random.default_rng(5).random((48, 64, 3), dtype=np.float32)
+    styles = RainSampler(heavy_fraction=0.5)(np.random.default_rng(9))
+    a = add_rain(clean, styles, np.random.default_rng(42))
+    b = add_rain(clean, styles, np.random.default_rng(42))
+    c = add_rain(clean, styles, np.random.default_rng(43))
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], c[0])
+
+
+@pytest.mark.parametrize("heavy", [False, True])
+def test_rainy_is_clean_plus_rain(heavy: bool) -> None:
+    rng = np.random.default_rng(11)
+    clean = rng.random((64, 80, 3), dtype=np.float32)
+    sampler = RainSampler()
+    styles = sampler.heavy(rng) if heavy else sampler.light(rng)
+    if heavy:
+        styles[0] = RainStyle(**{**styles[0].__dict__, "haze": 0.3, "accumulation": 0.4})
+    rainy, rain = add_rain(clean, styles, rng)
+    assert rainy.dtype == np.float32 and rainy.shape == clean.shape
+    assert rainy.min() >= 0.0 and rainy.max() <= 1.0
+    np.testing.assert_allclose(clean + rain, rainy, atol=1e-6)
+    if not heavy:
+        assert rain.min() >= -1e-6  # streaks only add light
+
+
+def test_video_streaks_fall_consistently() -> None:
+    video = RainVideo(96, 128, RainStyle(density=0.004, length=12, angle=0.0), speed=3.0, seed=2)
+    f0, f1 = video.streaks(0), video.streaks(1)
+    assert not np.allclose(f0, f1)
+    # Frame 1 is frame 0 moved down by 3 rows; only the top rows hold drops that wrapped round.
+    np.testing.assert_allclose(f1[3:], f0[:-3], atol=1e-5)
+
+
+def test_video_streaks_move_along_their_angle() -> None:
+    angle, speed = 25.0, 4.0
+    video = RainVideo(128, 128, RainStyle(density=0.003, length=10, angle=angle), speed=speed, seed=4)
+    window = cv2.createHanningWindow((128, 128), cv2.CV_32F)
+    (dx, dy), _ = cv2.phaseCorrelate(video.streaks(3).astype(np.float32), video.streaks(4).astype(np.float32), window)
+    ex, ey = (speed * c for c in direction(angle))
+    assert abs(dx - ex) < 0.5 and abs(dy - ey) < 0.5
+    rainy, rain = video.frame(np.full((128, 128, 3), 0.3, np.float32), 4)
+    np.testing.assert_allclose(0.3 + rain, rainy, atol=1e-6)

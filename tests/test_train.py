@@ -1,0 +1,117 @@
+"""`derain train`: a tiny model learns, resumes where it stopped, and refuses test sets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import derain.models.train as train_mod
+from derain.models.checkpoint import load_checkpoint
+from derain.models.train import TrainConfig, TrainError, brn_loss, check_not_test_set, learning_rate, train
+from derain.stream.cli import main
+
+
+@pytest.fixture(scope="module")
+def clean_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A few smooth, textured clean images, the kind of content rain hides."""
+    folder = tmp_path_factory.mktemp("clean")
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:64, 0:80] / 64.0
+    for k in range(4):
+        base = np.stack([np.sin(xx * (k + 1) * 3 + c) * 0.3 + 0.5 * yy + 0.2 for c in range(3)], axis=-1)
+        blobs = cv2.GaussianBlur(rng.random((64, 80, 3)).astype(np.float32), (0, 0), 3) * 0.5
+        image = np.clip(base + blobs - 0.25, 0, 1)
+        cv2.imwrite(str(folder / f"img{k}.png"), (image[..., ::-1] * 255).astype(np.uint8))
+    return folder
+
+
+def tiny(clean_dir: Path, out: Path, **kw: object) -> TrainConfig:
+    base = {
+        "data": str(clean_dir), "out": str(out), "synthetic_rain": True, "epochs": 2, "patch": 32, "batch": 4,
+        "stages": 1, "steps_per_epoch": 15, "val_crop": 48, "device": "cpu", "lr": 2e-3, "log_every": 5,
+    }
+    return TrainConfig(**{**base, **kw})
+
+
+def test_loss_falls_and_checkpoint_loads(clean_dir: Path, tmp_path: Path) -> None:
+    result = train(tiny(clean_dir, tmp_path / "run"))
+    assert result.step == 30 and len(result.losses) == 30
+    assert np.mean(result.losses[-5:]) < np.mean(result.losses[:5]) - 0.1
+    model, meta = load_checkpoint(result.last)
+    assert model.stages == 1 and meta["step"] == "30" and "synthetic rain" in meta["training_data"]
+    assert (tmp_path / "run" / "epoch-002.safetensors").is_file() and result.best is not None
+    assert [v["epoch"] for v in result.val] == [1, 2] and all(np.isfinite(v["val_psnr"]) for v in result.val)
+
+
+class Killed(Exception):
+    pass
+
+
+def test_kill_and_resume_continues_the_same_run(clean_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = {"epochs": 2, "steps_per_epoch": 4}
+    reference = train(tiny(clean_dir, tmp_path / "ref", **cfg))
+
+    real_batch = train_mod.make_batch
+
+    def dies_at_step_6(source: object, c: TrainConfig, step: int) -> tuple:
+        if step == 6:
+            raise Killed  # like a SIGKILL: nothing after the epoch-1 checkpoint is saved
+        return real_batch(source, c, step)
+
+    monkeypatch.setattr(train_mod, "make_batch", dies_at_step_6)
+    with pytest.raises(Killed):
+        train(tiny(clean_dir, tmp_path / "run", **cfg))
+    monkeypatch.setattr(train_mod, "make_batch", real_batch)
+
+    with pytest.raises(TrainError, match="--resume"):
+        train(tiny(clean_dir, tmp_path / "run", **cfg))
+    resumed = train(tiny(clean_dir, tmp_path / "run", resume=True, **cfg))
+    assert resumed.step == 8 and len(resumed.losses) == 4  # steps 5..8, from the epoch-1 checkpoint
+    np.testing.assert_allclose(resumed.losses, reference.losses[4:], rtol=1e-4)
+    a, _ = load_checkpoint(reference.last)
+    b, _ = load_checkpoint(resumed.last)
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(pa, pb, rtol=1e-4, atol=1e-5, msg=name)
+    events = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in events if e["event"] == "resume"] == [4]
+
+
+def test_resume_must_keep_the_batch_stream(clean_dir: Path, tmp_path: Path) -> None:
+    train(tiny(clean_dir, tmp_path / "run", epochs=1, steps_per_epoch=2))
+    with pytest.raises(TrainError, match="patch"):
+        train(tiny(clean_dir, tmp_path / "run", epochs=2, steps_per_epoch=2, patch=24, resume=True))
+    with pytest.raises(TrainError, match="nothing to resume"):
+        train(tiny(clean_dir, tmp_path / "empty", resume=True))
+
+
+def test_paper_loss_and_schedule() -> None:
+    clean = torch.rand(2, 3, 24, 24)
+    rain = torch.rand(2, 3, 24, 24) * 0.3
+    # Perfect outputs at every one of T stages: -(1 + 0.5 T) for each branch, weighted 0.55/0.45.
+    loss = brn_loss([clean] * 4, [rain] * 4, clean, rain)
+    assert float(loss) == pytest.approx(-(1 + 0.5 * 4), abs=1e-5)
+    rates = [learning_rate(1e-3, s, 100) for s in (0, 29, 30, 49, 50, 79, 80, 99)]
+    assert rates == pytest.approx([1e-3, 1e-3, 2e-4, 2e-4, 4e-5, 4e-5, 8e-6, 8e-6])
+
+
+@pytest.mark.parametrize("name", ["Rain100L", "rain100H/input", "Rain12"])
+def test_refuses_test_sets(tmp_path: Path, name: str) -> None:
+    folder = tmp_path / name
+    folder.mkdir(parents=True)
+    with pytest.raises(TrainError, match="test set"):
+        check_not_test_set(folder)
+    assert main(["train", "--data", str(folder), "--out", str(tmp_path / "run")]) == 2
+    assert not (tmp_path / "run").exists()
+
+
+def test_refuses_shared_test_data(tmp_path: Path) -> None:
+    shared = train_mod.SHARED_DATA
+    if not shared.is_dir():
+        pytest.skip("no ../shared/data here")
+    with pytest.raises(TrainError, match="test set"):
+        check_not_test_set(shared / "NTURain_ra1_real")
