@@ -34,6 +34,7 @@ from derain.stream.images import ImageJob, plan_jobs, run_jobs
 from derain.stream.errors import VideoError
 from derain.stream.demo import add_demo_parser
 from derain.stream.video import add_video_parser
+from derain.stream.live import add_live_parser
 from derain.stream.options import add_engine_options, add_weights_option, console, engine_from_args, guard_accuracy
 
 # Errors whose message is already one line that says what to do.
@@ -184,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_export_parser(sub)
     add_train_parser(sub)
     add_video_parser(sub)
+    add_live_parser(sub)
     add_demo_parser(sub)
     add_bench_parser(sub)
     return parser

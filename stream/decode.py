@@ -42,7 +42,7 @@ class Frame:
 class Source:
     """An opened input: the container, its video stream and what the output must repeat."""
 
-    path: Path
+    path: Path | str  # a URL or device for live sources
     container: av.container.InputContainer
     video: av.video.stream.VideoStream
     passthrough: list[av.stream.Stream]
@@ -100,16 +100,37 @@ def open_source(path: str | Path, start: float = 0.0, duration: float | None = N
         raise
 
 
+def open_url(
+    url: str, format: str | None = None, options: dict[str, str] | None = None,
+    timeout: tuple[float, float] | None = None,
+) -> Source:
+    """Open a live source (network URL or device) and decode its first frame.
+
+    `timeout` is (open, read) in seconds: PyAV's interrupt callback gives up on any open or
+    read that waits longer, whatever the protocol. Errors are `av.error.FFmpegError` (or an
+    OSError such as ConnectionRefusedError) for the caller to retry or report.
+    """
+    container = av.open(url, format=format, options=options or {}, timeout=timeout, metadata_errors="replace")
+    try:
+        # Slice threading: frame threading holds back one frame per thread, which is latency.
+        # No passthrough: audio cannot be kept in step with video over reconnects and drops.
+        return _open_streams(url, container, 0.0, None, thread_type="SLICE", passthrough=False)
+    except BaseException:
+        container.close()
+        raise
+
+
 def _reason(err: Exception) -> str:
     return getattr(err, "strerror", None) or str(err)
 
 
-def _open_streams(path: Path, container: av.container.InputContainer, start: float, duration: float | None) -> Source:
+def _open_streams(path: Path | str, container: av.container.InputContainer, start: float, duration: float | None,
+                  thread_type: str = "AUTO", passthrough: bool = True) -> Source:
     if not container.streams.video:
         raise InputError(f"{path}: holds no video stream")
     video = container.streams.video[0]
-    video.thread_type = "AUTO"  # frame threading: several times faster than slice threading on files
-    passthrough = [s for s in container.streams if s.type in PASSTHROUGH_TYPES]
+    video.thread_type = thread_type  # AUTO: frame threading, several times faster than slice threading on files
+    passthrough = [s for s in container.streams if s.type in PASSTHROUGH_TYPES] if passthrough else []
     time_base = video.time_base
     start_pts = 0
     if start > 0:

@@ -37,6 +37,7 @@ class EncodeOptions:
     crf: float | None = None
     bitrate: str | None = None
     preset: str | None = None
+    tune: str | None = None  # x264/x265 only, e.g. zerolatency for a live stream
 
 
 def parse_bitrate(text: str) -> int:
@@ -99,28 +100,40 @@ def choose_layout(source_layout: PixelLayout, codec: av.codec.Codec, width: int,
 class Sink:
     """An output container with one encoded video stream and the remuxed passthrough streams."""
 
-    def __init__(self, path: Path, source: Source, options: EncodeOptions, width: int | None = None) -> None:
+    def __init__(self, path: Path | str, source: Source, options: EncodeOptions, width: int | None = None,
+                 time_base: Fraction | None = None, format: str | None = None,
+                 container_options: dict[str, str] | None = None, passthrough: bool = True) -> None:
+        """`path` is a file, or with `format` a URL to stream to. A live job passes its own
+        `time_base` (the pts given to `write` are then in it, not in the source's) and no
+        passthrough, as its source changes over reconnects while the sink stays open."""
         self.path = path
         self.source = source
         self.width = width or source.width
         self.height = source.height
+        self.time_base = time_base or source.time_base
         self.frames = 0
         self.packets = 0
         try:
-            self.container = av.open(str(path), "w")
-        except (av.error.FFmpegError, ValueError) as err:
-            raise OutputError(f"{path}: cannot write this kind of file ({getattr(err, 'strerror', None) or err}); use .mp4, .mkv, .webm or .avi") from None
+            self.container = av.open(str(path), "w", format=format, container_options=container_options or {})
+        except (av.error.FFmpegError, ValueError, OSError) as err:
+            why = getattr(err, "strerror", None) or err
+            if format is not None:
+                raise OutputError(f"{path}: cannot open it for {format} output ({why})") from None
+            raise OutputError(f"{path}: cannot write this kind of file ({why}); use .mp4, .mkv, .webm or .avi") from None
         try:
             self._add_video(options)
-            self._add_passthrough()
+            self.streams: dict[int, av.stream.Stream] = {}
+            if passthrough:
+                self._add_passthrough()
         except BaseException:
             self.container.close()
-            path.unlink(missing_ok=True)
+            if isinstance(path, Path):
+                path.unlink(missing_ok=True)
             raise
 
     def _add_video(self, options: EncodeOptions) -> None:
         source = self.source
-        codec_name = choose_codec(self.path, options, self.container)
+        codec_name = choose_codec(Path(self.path), options, self.container)
         codec = av.codec.Codec(codec_name, "w")
         self.layout = choose_layout(source.layout, codec, self.width, self.height)
         self.color = source.color.with_layout(self.layout)
@@ -128,8 +141,8 @@ class Sink:
         stream = self.container.add_stream(codec_name, rate=rate)
         stream.width, stream.height = self.width, self.height
         stream.pix_fmt = self.layout.format
-        stream.time_base = source.time_base
-        stream.codec_context.time_base = source.time_base
+        stream.time_base = self.time_base
+        stream.codec_context.time_base = self.time_base
         cc = stream.codec_context
         tags = dict(source.tags)
         if self.color.full_range:
@@ -151,6 +164,8 @@ class Sink:
             if codec_name not in PRESET_CODECS:
                 raise OutputError(f"--preset: encoder {codec_name} has no presets; drop --preset")
             codec_options["preset"] = options.preset
+        if options.tune is not None and codec_name in PRESET_CODECS:
+            codec_options["tune"] = options.tune
         stream.options = codec_options
         if source.display_matrix is not None:
             stream.set_display_matrix(source.display_matrix)
@@ -159,7 +174,6 @@ class Sink:
 
     def _add_passthrough(self) -> None:
         supported = self.container.supported_codecs
-        self.streams: dict[int, av.stream.Stream] = {}
         for stream in self.source.passthrough:
             name = stream.codec_context.name if stream.codec_context else None
             if name and supported and name not in supported:
@@ -177,7 +191,7 @@ class Sink:
         frame = av.VideoFrame(self.width, self.height, self.layout.format)
         fill_frame(frame, self.layout, planes)
         frame.pts = pts - self.source.start_pts
-        frame.time_base = self.source.time_base
+        frame.time_base = self.time_base
         for name, value in self.tags.items():
             setattr(frame, name, value)
         for packet in self.video.encode(frame):

@@ -1,0 +1,204 @@
+"""`derain live SOURCE`: derain a camera or network stream as it comes.
+
+SOURCE: rtsp://, rtsps://, http(s)://, udp://, tcp:// or srt:// URL; a camera (/dev/videoN,
+v4l2:DEVICE or an index N); or a video file played at its own rate with --realtime.
+Sinks, any combination: -o FILE (a recording, finalised on exit), --restream URL (RTSP
+publish, or MPEG-TS over udp:// or tcp://), --display (a window, where a display exists).
+
+Runs until the source ends for good (a file's end, or --reconnect-max failed tries) or
+SIGINT/SIGTERM. Exit status: 0 at the end of the source or on SIGINT/SIGTERM (the recording
+finalised; a second Ctrl-C forces an immediate exit); 1 when the source did not come back;
+2 when the source or a sink cannot be opened at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from derain.stream.color import to_rgb
+from derain.stream.decode import Source
+from derain.stream.display import Preview, display_available
+from derain.stream.encode import CODEC_BY_SUFFIX, EncodeOptions
+from derain.stream.errors import VideoError
+from derain.stream.live_pipeline import DROP_POLICIES, LiveJob, LiveStats, LiveSummary, json_lines, run_live
+from derain.stream.options import add_engine_options, console, engine_from_args, guard_accuracy
+from derain.stream.pipeline import Terminated
+from derain.stream.sources import parse_source
+from derain.stream.video import EXIT_ERROR, EXIT_SIGINT, add_encode_options, sigterm_as_exception
+
+
+def add_live_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "live",
+        help="derain a camera or network stream live (record, re-stream, display)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("source", metavar="SOURCE", help="stream URL, camera or (with --realtime) file")
+    p.add_argument("-o", "--output", type=Path, metavar="FILE", help="record the derained stream (.mkv survives a crash best)")
+    p.add_argument("--restream", metavar="URL", help="send the derained stream on: rtsp://HOST:PORT/PATH, udp://HOST:PORT or tcp://HOST:PORT")
+    p.add_argument("--display", action="store_true", help="show the output in a window, where a display exists")
+    p.add_argument("--compare", action="store_true", help="input and derained side by side (twice the width)")
+    p.add_argument("--realtime", action="store_true", help="SOURCE is a file: play it at its own frame rate, as a live source")
+    p.add_argument("--timeout", type=float, default=5.0, metavar="S", help="give up on an open or read after S seconds without data (default 5)")
+    p.add_argument("--reconnect-max", type=int, default=10, metavar="N", help="reconnect tries after the source drops before giving up (default 10; 0: end at the first drop)")
+    p.add_argument("--max-latency", type=float, default=500.0, metavar="MS", help="drop frames rather than output any later than MS after arrival (default 500)")
+    p.add_argument("--drop-policy", choices=DROP_POLICIES, default="oldest",
+                   help="when inference falls behind: drop the oldest waiting frames (freshest picture), or keep every Nth frame (even motion)")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="FFmpeg input option, e.g. video_size=1280x720 for a camera (repeatable)")
+    add_encode_options(p)
+    p.add_argument("--json", type=Path, metavar="FILE", help="append a JSON stats line every second, and the summary at the end")
+    p.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
+    add_engine_options(p)
+    p.set_defaults(func=cmd_live)
+
+
+def _input_options(pairs: list[str]) -> dict[str, str]:
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise VideoError(f"--option {pair!r}: give KEY=VALUE, e.g. --option video_size=1280x720")
+        options[key] = value
+    return options
+
+
+@contextlib.contextmanager
+def second_interrupt_forces() -> Iterator[None]:
+    """The first Ctrl-C stops the job cleanly; a second one, while it finalises, exits at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def force(signum: int, frame: object) -> None:
+        console.print("[red]derain: forced to stop; the recording may not be playable[/red]")
+        os._exit(EXIT_SIGINT)
+
+    def first(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGINT, force)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, first)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _panel(stats: LiveStats, title: str) -> Table:
+    snap = stats.snapshot()
+    table = Table(title=title, show_header=False, box=None)
+    table.add_column(style="dim")
+    table.add_column()
+    table.add_row("state", f"{snap['state']}  [dim]{stats.detail}[/dim]")
+    table.add_row("fps in / out", f"{snap['fps_in']:5.1f} / {snap['fps_out']:5.1f}")
+    table.add_row("frames in / out / dropped", f"{snap['frames_in']} / {snap['frames_out']} / {snap['dropped']}")
+    table.add_row("reconnects", str(snap["reconnects"]))
+    latency = " / ".join("-" if snap[f"latency_ms_{q}"] is None else f"{snap[f'latency_ms_{q}']:.0f}" for q in ("p50", "p95", "p99"))
+    table.add_row("latency ms p50 / p95 / p99", latency)
+    return table
+
+
+@contextlib.contextmanager
+def live_panel(out: Console, stats: LiveStats, title: str) -> Iterator[None]:
+    """A rich panel refreshed four times a second on a terminal; state changes as lines elsewhere."""
+    if not out.is_terminal:
+        stats.on_change(lambda state, detail: out.print(f"[dim]derain live: {state}{': ' + detail if detail else ''}[/dim]", soft_wrap=True))
+        yield
+        return
+    with Live(_panel(stats, title), console=out, refresh_per_second=4, transient=False) as panel:
+        done = threading.Event()
+
+        def feed() -> None:
+            while not done.wait(0.25):
+                panel.update(_panel(stats, title))
+
+        feeder = threading.Thread(target=feed, name="derain-live-panel", daemon=True)
+        feeder.start()
+        try:
+            yield
+        finally:
+            done.set()
+            feeder.join()
+            panel.update(_panel(stats, title))
+
+
+def report(summary: LiveSummary) -> int:
+    s = summary.stats
+    latency = ", ".join(f"{q} {s[f'latency_ms_{q}']:.0f} ms" for q in ("p50", "p95", "p99") if s[f"latency_ms_{q}"] is not None)
+    console.print(
+        f"{summary.source}: {s['frames_in']} frames in, {s['frames_out']} out, {s['dropped']} dropped, "
+        f"{s['reconnects']} reconnect(s) in {s['seconds']:.1f} s; latency {latency or 'not measured'}",
+        soft_wrap=True,
+    )
+    if summary.output:
+        console.print(f"recording: {summary.output}")
+    for warning in summary.warnings:
+        console.print(f"[yellow]derain: {warning}[/yellow]", soft_wrap=True)
+    if summary.error:
+        console.print(f"[red]derain: error:[/red] {summary.error}", soft_wrap=True)
+        return EXIT_ERROR
+    console.print(f"[dim]stopped: {summary.stopped_by}[/dim]")
+    return 0
+
+
+def _default_preset(args: argparse.Namespace) -> str | None:
+    """veryfast for x264/x265: the recording must keep up with the stream on a few cores."""
+    codec = args.codec or (CODEC_BY_SUFFIX.get(args.output.suffix.lower()) if args.output else None)
+    return "veryfast" if codec in ("libx264", "libx265") else None
+
+
+def cmd_live(args: argparse.Namespace) -> int:
+    source = parse_source(args.source, args.timeout, args.realtime, _input_options(args.option))
+    job = LiveJob(
+        source=source, output=args.output, restream=args.restream, timeout=args.timeout,
+        reconnect_max=args.reconnect_max, max_latency=args.max_latency / 1000, drop_policy=args.drop_policy,
+        compare=args.compare, overwrite=args.overwrite,
+        encode=EncodeOptions(args.codec, args.crf, args.bitrate, args.preset or _default_preset(args), tune="zerolatency"),
+    )
+    if args.output is not None and args.output.exists() and not args.overwrite:  # before the model loads
+        raise FileExistsError(f"{args.output}: already exists; pass --overwrite to replace it")
+    model, engine = engine_from_args(args)
+    preview = None
+    if args.display:
+        why_not = display_available()
+        if why_not:
+            console.print(f"[yellow]--display: {why_not}; going on without a window[/yellow]")
+        else:
+            preview = Preview(f"derain live: {args.source}")
+    stats = LiveStats()
+
+    @contextlib.contextmanager
+    def on_start(first: Source) -> Iterator[None]:
+        rgb = to_rgb([torch.from_numpy(p.copy())[None] for p in first.first_planes()], first.color)
+        guard_accuracy(args, engine, model, rgb.clamp(0, 1).to(engine.device, engine.dtype))
+        console.print(f"[dim]{args.source}: {first.width}x{first.height} {first.layout.format}, {float(first.rate or 0):.3g} fps[/dim]")
+        with live_panel(console, stats, f"derain live: {args.source}"):
+            yield
+
+    with contextlib.ExitStack() as stack:
+        write_json = stack.enter_context(json_lines(args.json, stats)) if args.json else None
+        if preview is not None:
+            stack.callback(preview.close)
+        try:
+            with second_interrupt_forces(), sigterm_as_exception():
+                summary = run_live(job, engine, stats, on_start, preview)
+        except (KeyboardInterrupt, Terminated):
+            # Only a stop while the source was being opened gets here; later ones end the run
+            # inside run_live. A stop is a normal end for a live job, so still exit 0.
+            console.print(f"[yellow]derain: stopped before {args.source} delivered a frame; nothing recorded[/yellow]")
+            return 0
+        if write_json is not None:
+            write_json(summary.to_dict())
+    return report(summary)

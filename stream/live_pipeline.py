@@ -1,0 +1,589 @@
+"""The live pipeline: a camera or network stream derained as it comes, with bounded latency.
+
+    reader thread  (owns the input container: opens, reads, reconnects, closes it)
+      -> FrameBuffer (newest frames; the oldest go when it is full)
+      -> inference   (the calling thread, so Ctrl-C reaches it: InferenceStage, batch 1)
+      -> output thread (owns the sinks while it runs: recording, re-stream, preview)
+
+Latency is bounded by dropping, never by queueing: a frame that would be output later than
+--max-latency after it arrived is dropped while a newer one waits, and the `every-nth` policy
+thins the input to the rate the engine keeps up with. Output timestamps are on one clock for
+the whole job (90 kHz ticks since it started): each connection's own pts are anchored to
+the time its first frame arrived, so a recording or re-stream goes on across a reconnect
+with monotonic timestamps and the gap where it really was.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from derain.engines import Engine
+from derain.stream.decode import Frame, InputError, Source, frames
+from derain.stream.encode import EncodeOptions, Sink
+from derain.stream.errors import VideoError
+from derain.stream.pipeline import _END, InferenceStage, Result, Terminated, _get, _put, _Worker
+from derain.stream.sources import Backoff, LiveSource, SourceUnavailable, describe, open_live
+from derain.stream.stats import Stats
+
+TIME_BASE = Fraction(1, 90_000)  # MPEG-TS and RTP's clock; MP4 and Matroska take it as well
+RESYNC_S = 1.0  # a source clock further than this from arrival time is re-anchored
+LATENCY_BINS = 10_000  # 1 ms bins; the last holds everything slower
+DROP_POLICIES = ("oldest", "every-nth")
+
+
+class LiveError(VideoError):
+    """A live source or sink that cannot be used, or a source that did not come back."""
+
+
+@dataclass(frozen=True)
+class LiveJob:
+    source: LiveSource
+    output: Path | None = None
+    restream: str | None = None
+    timeout: float = 5.0  # seconds for every open and every read
+    reconnect_max: int = 10
+    max_latency: float = 0.5  # seconds from arrival to output
+    drop_policy: str = "oldest"
+    compare: bool = False
+    # zerolatency: no B-frames or lookahead, so the encoder holds no frames back and a stop
+    # flushes at once.
+    encode: EncodeOptions = EncodeOptions(tune="zerolatency")
+    overwrite: bool = False
+    backoff_first: float = 0.5
+
+
+@dataclass
+class LiveFrame(Frame):
+    arrival: float = 0.0  # time.perf_counter() when the decoder handed the frame over
+
+
+class LiveStats(Stats):
+    """Stats plus what a live job reports: drops, reconnects, state and latency percentiles."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dropped = 0
+        self.reconnects = 0
+        self.state = "connecting"
+        self.detail = ""
+        self._histogram = np.zeros(LATENCY_BINS, np.int64)
+        self._recent: collections.deque[float] = collections.deque(maxlen=250)
+        self._counts: collections.deque[tuple[float, int, int]] = collections.deque()  # (time, in, out) samples
+        self._changes: list[Callable[[str, str], None]] = []
+
+    def on_change(self, callback: Callable[[str, str], None]) -> None:
+        self._changes.append(callback)
+
+    def set_state(self, state: str, detail: str = "") -> None:
+        self.state, self.detail = state, detail
+        for callback in self._changes:
+            callback(state, detail)
+
+    def drop(self, count: int = 1) -> None:
+        with self._lock:
+            self.dropped += count
+
+    def latency(self, seconds: float) -> None:
+        ms = seconds * 1000
+        with self._lock:
+            self._histogram[min(int(ms), LATENCY_BINS - 1)] += 1
+            self._recent.append(ms)
+
+    def percentiles(self, recent: bool = False) -> dict[str, float | None]:
+        """p50/p95/p99 in ms: over the last 250 frames, or over the whole job (to 1 ms)."""
+        with self._lock:
+            if recent:
+                values = np.array(self._recent)
+                if not len(values):
+                    return dict.fromkeys(("p50", "p95", "p99"))
+                return {f"p{q}": round(float(np.percentile(values, q)), 1) for q in (50, 95, 99)}
+            counts = self._histogram.copy()
+        total = int(counts.sum())
+        if not total:
+            return dict.fromkeys(("p50", "p95", "p99"))
+        cumulative = np.cumsum(counts)
+        return {f"p{q}": float(np.searchsorted(cumulative, math.ceil(total * q / 100)) + 1) for q in (50, 95, 99)}
+
+    def rates(self, window: float = 3.0) -> tuple[float, float]:
+        """Frames per second in and out over the last `window` seconds (not since the start,
+        which would count the model loading and any reconnect gap)."""
+        now = time.perf_counter()
+        with self._lock:
+            self._counts.append((now, self.decoded, self.written))
+            while len(self._counts) > 2 and now - self._counts[1][0] >= window:
+                self._counts.popleft()
+            then, decoded, written = self._counts[0]
+        span = now - then
+        return ((self.decoded - decoded) / span, (self.written - written) / span) if span > 0 else (0.0, 0.0)
+
+    def snapshot(self, recent: bool = True) -> dict:
+        """The `--json` line: counts since the start; rates and latency over the last few seconds
+        (`recent`), or latency over the whole job."""
+        latency = self.percentiles(recent)
+        fps_in, fps_out = self.rates() if recent else (self.decoded / self.elapsed, self.written / self.elapsed)
+        return {
+            "time": round(time.time(), 3), "seconds": round(self.elapsed, 3), "state": self.state,
+            "frames_in": self.decoded, "frames_out": self.written, "dropped": self.dropped,
+            "reconnects": self.reconnects, "fps_in": round(fps_in, 2), "fps_out": round(fps_out, 2),
+            **{f"latency_ms_{k}": v for k, v in latency.items()},
+        }
+
+
+@dataclass
+class LiveSummary:
+    """How a live job ended; `to_dict()` is the last line of `--json`."""
+
+    source: str
+    output: str | None
+    restream: str | None
+    stats: dict
+    stopped_by: str = "end of stream"  # or SIGINT, SIGTERM, error
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"final": True, "source": self.source, "output": self.output, "restream": self.restream,
+                **self.stats, "stopped_by": self.stopped_by, "error": self.error, "warnings": self.warnings}
+
+
+class FrameBuffer:
+    """The reader's frames waiting for inference, oldest first. When it is full a new frame
+    pushes out the oldest (and counts it as dropped): the reader never waits on inference."""
+
+    def __init__(self, size: int, stats: LiveStats) -> None:
+        self._frames: collections.deque[LiveFrame] = collections.deque()
+        self.size, self.stats = size, stats
+        self._ready = threading.Condition()
+        self._closed = False
+
+    def put(self, frame: LiveFrame) -> None:
+        with self._ready:
+            if len(self._frames) >= self.size:
+                self._frames.popleft()
+                self.stats.drop()
+            self._frames.append(frame)
+            self._ready.notify()
+
+    def close(self) -> None:
+        with self._ready:
+            self._closed = True
+            self._ready.notify()
+
+    def get(self, timeout: float) -> tuple[LiveFrame | None, bool, bool]:
+        """(the oldest frame or None, whether a newer one waits, whether all frames are taken)."""
+        with self._ready:
+            if not self._frames and not self._closed:
+                self._ready.wait(timeout)
+            frame = self._frames.popleft() if self._frames else None
+            return frame, bool(self._frames), frame is None and self._closed
+
+
+class Timeline:
+    """Maps each connection's pts (seconds) onto the job's clock (TIME_BASE ticks from `t0`)."""
+
+    def __init__(self, t0: float) -> None:
+        self.t0 = t0
+        self.anchor: float | None = None  # job seconds at which this connection's pts 0 falls
+        self.last = -1
+
+    def restart(self) -> None:
+        self.anchor = None
+
+    def pts(self, seconds: float, arrival: float) -> int:
+        now = arrival - self.t0
+        if self.anchor is None or abs(self.anchor + seconds - now) > RESYNC_S:
+            self.anchor = now - seconds
+        tick = max(self.last + 1, round((self.anchor + seconds) / TIME_BASE))
+        self.last = tick
+        return tick
+
+
+class Thinning:
+    """The every-nth policy: keep one frame in n, n following how far the engine falls behind."""
+
+    def __init__(self) -> None:
+        self.interval = 0.0  # seconds between arrivals (moving average)
+        self.busy = 0.0  # seconds of inference and output per frame (moving average)
+        self._last: float | None = None
+        self._count = 0
+
+    def keep(self, arrival: float) -> bool:
+        if self._last is not None:
+            self.interval = 0.9 * self.interval + 0.1 * (arrival - self._last) if self.interval else arrival - self._last
+        self._last = arrival
+        n = max(1, math.ceil(self.busy / self.interval)) if self.interval > 0 else 1
+        self._count += 1
+        return (self._count - 1) % n == 0
+
+
+def restream_target(url: str, timeout: float) -> tuple[str, str, dict[str, str]]:
+    """(URL to open, muxer, muxer options) for --restream: RTSP publish, or MPEG-TS over UDP/TCP."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    micros = str(int(timeout * 1_000_000))
+    join = "&" if "?" in url else "?"
+    if scheme in ("rtsp", "rtsps"):
+        return url, "rtsp", {"rtsp_transport": "tcp", "timeout": micros}
+    if scheme == "udp":
+        # 7 TS packets a datagram: fits an Ethernet MTU, as players expect.
+        return url if "pkt_size" in url else f"{url}{join}pkt_size=1316", "mpegts", {}
+    if scheme == "tcp":
+        return url if "timeout" in url else f"{url}{join}timeout={micros}", "mpegts", {}
+    raise LiveError(f"--restream {url}: give rtsp://HOST:PORT/PATH (publish), udp://HOST:PORT or tcp://HOST:PORT (MPEG-TS)")
+
+
+def _same_picture(first: Source, again: Source) -> bool:
+    return (again.width, again.height, again.layout.format) == (first.width, first.height, first.layout.format)
+
+
+def run_live(
+    job: LiveJob,
+    engine: Engine,
+    stats: LiveStats | None = None,
+    on_start: Callable[[Source], contextlib.AbstractContextManager] | None = None,
+    preview: Callable[[np.ndarray], None] | None = None,
+) -> LiveSummary:
+    """Derain `job.source` until it ends for good, gives up reconnecting, or a signal stops it.
+
+    A stop by Ctrl-C (KeyboardInterrupt) or SIGTERM (`Terminated`) comes back as
+    `stopped_by`; the recording is finalised in every case. Errors before the first frame
+    (a source that cannot be opened, an unusable sink) raise LiveError.
+    """
+    if job.drop_policy not in DROP_POLICIES:
+        raise LiveError(f"--drop-policy {job.drop_policy}: choose one of {', '.join(DROP_POLICIES)}")
+    if job.timeout <= 0 or job.max_latency <= 0 or job.reconnect_max < 0:
+        raise LiveError("--timeout and --max-latency must be positive, --reconnect-max 0 or more")
+    if job.output is not None:
+        if job.output.exists() and not job.overwrite:
+            raise FileExistsError(f"{job.output}: already exists; pass --overwrite to replace it")
+        if not job.output.parent.is_dir():
+            raise FileNotFoundError(f"{job.output.parent}: no such folder for the recording")
+    if job.restream is not None:
+        restream_target(job.restream, job.timeout)  # a malformed URL is refused before the source is opened
+    stats = stats or LiveStats()
+    source = _open_first(job)
+    try:
+        recording, restream = _open_sinks(job, source)
+    except BaseException:
+        source.close()
+        raise
+    return _Live(job, engine, stats, source, recording, restream, preview).run(on_start)
+
+
+def _open_first(job: LiveJob) -> Source:
+    """Open the source on a helper thread, so that Ctrl-C is not held up by an open that waits
+    up to --timeout on a silent peer. A source that opens after the caller gave up is closed
+    by the helper: the caller never touches a container the helper is inside."""
+    result: dict[str, object] = {}
+    lock = threading.Lock()
+
+    def attempt() -> None:
+        try:
+            opened: object = open_live(job.source, job.timeout)
+        except BaseException as err:  # noqa: BLE001 - handed to the caller
+            opened = err
+        with lock:
+            if result.get("abandoned"):
+                if isinstance(opened, Source):
+                    opened.close()
+                return
+            result["opened"] = opened
+
+    opener = threading.Thread(target=attempt, name="derain-live-open", daemon=True)
+    opener.start()
+    try:
+        while opener.is_alive():
+            opener.join(0.1)
+    except BaseException:
+        with lock:
+            result["abandoned"] = True
+            if isinstance(result.get("opened"), Source):
+                result["opened"].close()
+        raise
+    opened = result["opened"]
+    if isinstance(opened, SourceUnavailable):
+        raise LiveError(str(opened)) from None
+    if isinstance(opened, BaseException):
+        raise opened
+    return opened
+
+
+def _open_sinks(job: LiveJob, source: Source) -> tuple[Sink | None, Sink | None]:
+    """The recording and the re-stream, each None when not asked for."""
+    width = source.width * (2 if job.compare else 1)
+    sinks: list[Sink] = []
+    recording = restream = None
+    try:
+        if job.output is not None:
+            recording = Sink(job.output, source, job.encode, width, time_base=TIME_BASE, passthrough=False)
+            sinks.append(recording)
+        if job.restream is not None:
+            url, muxer, options = restream_target(job.restream, job.timeout)
+            restream_options = EncodeOptions(codec="libx264", preset="ultrafast", tune="zerolatency",
+                                             bitrate=job.encode.bitrate)
+            sink = Sink(url, source, restream_options, width, time_base=TIME_BASE, format=muxer,
+                        container_options=options, passthrough=False)
+            sink.path = job.restream  # messages name the URL as given
+            sinks.append(sink)
+            restream = sink
+            try:
+                sink.container.start_encoding()  # connects now: a refused re-stream is an error before any work
+            except (av.error.FFmpegError, OSError) as err:
+                raise LiveError(f"--restream {job.restream}: {describe(err)}") from None
+        if len({s.layout.format for s in sinks}) > 1:
+            raise LiveError(f"-o {job.output}: its encoder takes {sinks[0].layout.format}, the re-stream {sinks[1].layout.format}; record to .mkv or .mp4")
+    except BaseException:
+        for sink in sinks:
+            with contextlib.suppress(Exception):
+                sink.close()
+            if isinstance(sink.path, Path):
+                sink.path.unlink(missing_ok=True)  # nothing was recorded
+        raise
+    return recording, restream
+
+
+class _Live:
+    """One run of the live pipeline; see the module docstring for its threads."""
+
+    def __init__(self, job: LiveJob, engine: Engine, stats: LiveStats, source: Source, recording: Sink | None,
+                 restream: Sink | None, preview: Callable[[np.ndarray], None] | None) -> None:
+        self.job, self.engine, self.stats, self.first, self.preview = job, engine, stats, source, preview
+        self.recording, self.restream = recording, restream
+        self.stop = threading.Event()
+        self.failure: BaseException | None = None
+        rate = float(source.rate or 25)
+        # Room for the frames of half the latency budget: absorbs network bursts without adding delay.
+        self.buffer = FrameBuffer(max(2, min(64, math.ceil(rate * job.max_latency / 2))), stats)
+        self.results: queue.Queue = queue.Queue(maxsize=2)
+        self.arrivals: dict[int, float] = {}
+        self.timeline = Timeline(stats.started)
+        self.thinning = Thinning() if job.drop_policy == "every-nth" else None
+        out_color = (recording or restream).color if (recording or restream) else source.color
+        self.stage = InferenceStage(engine, source, out_color, 1, job.compare, preview is not None, stats)
+        self.warnings: list[str] = []
+        self.end_reason: str | None = None  # set by the reader when the source is gone for good
+        self.output_busy = 0.0  # seconds the output thread spends on a frame (moving average)
+
+    # -- reader thread -------------------------------------------------------------------
+    def read(self) -> None:
+        source: Source | None = self.first
+        try:
+            while source is not None and not self.stop.is_set():
+                reason = self._pull(source)
+                if self.stop.is_set():
+                    return
+                if not self.job.source.reconnects:
+                    self.end_reason = f"{self.job.source.text}: end of file"
+                    return
+                if self.job.reconnect_max == 0:
+                    self.end_reason = f"{self.job.source.text}: {reason} (--reconnect-max 0)"
+                    return
+                source = self._reconnect(reason)
+        finally:
+            self.buffer.close()
+
+    def _pull(self, source: Source) -> str:
+        """Feed frames from `source` until it ends or fails; close it; say why it stopped."""
+        self.timeline.restart()
+        self.stats.set_state("live", f"{source.width}x{source.height} {float(source.rate or 0):.3g} fps")
+        realtime = self.job.source.kind == "file"
+        paced_from: tuple[float, float] | None = None
+        reason = "the source ended its stream (closed at the other end)"
+        try:
+            for frame in frames(source):
+                seconds = float(frame.pts * source.time_base)
+                if realtime:
+                    # Play a file at its own rate: wait until this frame's time comes.
+                    paced_from = paced_from or (time.perf_counter(), seconds)
+                    if self.stop.wait(max(0.0, paced_from[0] + seconds - paced_from[1] - time.perf_counter())):
+                        break
+                arrival = time.perf_counter()
+                self.stats.decoded += 1
+                if self.thinning is not None and not self.thinning.keep(arrival):
+                    self.stats.drop()
+                    continue
+                pts = self.timeline.pts(seconds, arrival)
+                self.buffer.put(LiveFrame(frame.planes, pts, frame.index, arrival))
+                if self.stop.is_set():
+                    break
+        except InputError:
+            raise
+        except (av.error.FFmpegError, OSError) as err:
+            reason = describe(err)
+        finally:
+            source.close()  # only this thread ever touches the input container
+        return reason
+
+    def _reconnect(self, reason: str) -> Source | None:
+        """Open the source again, backing off between tries; None when stopped meanwhile."""
+        backoff = Backoff(self.job.backoff_first)
+        for attempt in range(1, self.job.reconnect_max + 1):
+            delay = backoff.next()
+            self.stats.set_state("reconnecting", f"{reason}; try {attempt}/{self.job.reconnect_max} in {delay:.1f} s")
+            if self.stop.wait(delay):
+                return None
+            try:
+                source = open_live(self.job.source, self.job.timeout)
+            except SourceUnavailable as err:
+                reason = str(err)
+                continue
+            if not _same_picture(self.first, source):
+                source.close()
+                raise LiveError(
+                    f"{self.job.source.text}: came back as {source.width}x{source.height} {source.layout.format}, "
+                    f"it was {self.first.width}x{self.first.height} {self.first.layout.format}; the sinks cannot change size"
+                )
+            self.stats.reconnects += 1
+            return source
+        raise LiveError(f"{self.job.source.text}: gave up after {self.job.reconnect_max} reconnect tries (--reconnect-max); last: {reason}")
+
+    # -- inference (calling thread) ----------------------------------------------------------
+    def infer(self) -> None:
+        busy = 0.0  # seconds from taking a frame to its output (moving average)
+        warned = False
+        while not self.stop.is_set():
+            frame, newer, done = self.buffer.get(0.1)
+            if done:
+                break
+            if frame is None:
+                continue
+            now = time.perf_counter()
+            if newer and now - frame.arrival + busy > self.job.max_latency:
+                self.stats.drop()  # it would come out too late, and a newer frame waits
+                continue
+            if busy > self.job.max_latency and not warned:
+                warned = True
+                self._warn(f"the engine takes {1000 * busy:.0f} ms a frame, over --max-latency {1000 * self.job.max_latency:.0f} ms")
+            self.arrivals[frame.pts] = frame.arrival
+            for result in self.stage.submit([frame]):
+                if not _put(self.results, result, self.stop):
+                    return
+            spent = time.perf_counter() - now + self.output_busy
+            busy = 0.8 * busy + 0.2 * spent if busy else spent
+            if self.thinning is not None:
+                self.thinning.busy = busy
+        for result in self.stage.drain():
+            _put(self.results, result, self.stop)
+
+    # -- output thread -----------------------------------------------------------------------
+    def output(self) -> None:
+        while True:
+            item = _get(self.results, self.stop)
+            if item is _END:
+                return
+            start = time.perf_counter()
+            self._write(item)
+            spent = (time.perf_counter() - start) / max(1, len(item.pts))
+            self.output_busy = 0.8 * self.output_busy + 0.2 * spent if self.output_busy else spent
+
+    def _write(self, result: Result) -> None:
+        for i, (pts, planes) in enumerate(zip(result.pts, result.planes)):
+            if self.recording is not None:
+                with self.stats.time("encode"):
+                    self.recording.write(planes, pts)
+            if self.restream is not None:
+                try:
+                    self.restream.write(planes, pts)
+                except (av.error.FFmpegError, OSError) as err:
+                    # The clean feed going away must not stop the recording.
+                    self._warn(f"--restream {self.restream.path}: {describe(err)}; re-streaming stopped")
+                    with contextlib.suppress(av.error.FFmpegError, OSError):
+                        self.restream.close()
+                    self.restream = None
+            if self.preview is not None and result.preview is not None:
+                self.preview(result.preview[i])
+            arrival = self.arrivals.pop(pts, None)
+            if arrival is not None:
+                self.stats.latency(time.perf_counter() - arrival)
+            self.stats.written += 1
+
+    def _warn(self, message: str) -> None:
+        self.warnings.append(message)
+        self.stats.set_state(self.stats.state, message)
+
+    # -- the whole run -------------------------------------------------------------------------
+    def run(self, on_start: Callable[[Source], contextlib.AbstractContextManager] | None) -> LiveSummary:
+        job = self.job
+        summary = LiveSummary(job.source.text, str(job.output) if job.output else None, job.restream, {})
+        reader = _Worker("derain-live-read", self.read, self.stop)
+        writer = _Worker("derain-live-output", self.output, self.stop)
+        try:
+            with on_start(self.first) if on_start else contextlib.nullcontext():
+                reader.start()
+                writer.start()
+                self.infer()
+                _put(self.results, _END, self.stop)
+                while writer.is_alive():
+                    writer.join(0.1)
+        except KeyboardInterrupt:
+            summary.stopped_by = "SIGINT"
+        except Terminated:
+            summary.stopped_by = "SIGTERM"
+        finally:
+            self.stats.set_state("stopping")
+            self.stop.set()
+            if writer.ident is not None:
+                writer.join()
+            if reader.ident is None:
+                self.first.close()  # stopped before the reader took the source over
+            else:
+                # The reader notices the stop between frames; one blocked on a silent peer gives
+                # up at its read timeout. Its container is its own: the sinks need not wait for it.
+                reader.join(min(1.0, job.timeout))
+            self.failure = reader.error or writer.error
+            for sink in (self.recording, self.restream):
+                try:
+                    if sink is not None:
+                        with self.stats.time("encode"):
+                            sink.close()
+                except (av.error.FFmpegError, OSError) as err:
+                    # One sink failing to finish must not keep the other from finishing.
+                    self.failure = self.failure or LiveError(f"{sink.path}: could not be finalised ({describe(err)})")
+            self.stats.set_state("stopped")
+        if self.failure is not None:
+            if not isinstance(self.failure, (VideoError, av.error.FFmpegError, OSError)):
+                raise self.failure
+            summary.stopped_by = "error"
+            summary.error = str(self.failure).splitlines()[0]
+        elif summary.stopped_by == "end of stream" and self.end_reason:
+            summary.stopped_by = self.end_reason
+        summary.stats = self.stats.snapshot(recent=False)
+        summary.warnings = self.warnings
+        return summary
+
+
+@contextlib.contextmanager
+def json_lines(path: Path, stats: LiveStats, every: float = 1.0) -> Iterator[Callable[[dict], None]]:
+    """Append one stats object per `every` seconds to `path`; yields a writer for the last line."""
+    done = threading.Event()
+    lock = threading.Lock()
+    with path.open("a", encoding="utf-8") as out:
+
+        def write(record: dict) -> None:
+            with lock:
+                out.write(json.dumps(record) + "\n")
+                out.flush()
+
+        def loop() -> None:
+            while not done.wait(every):
+                write(stats.snapshot())
+
+        thread = threading.Thread(target=loop, name="derain-live-json", daemon=True)
+        thread.start()
+        try:
+            yield write
+        finally:
+            done.set()
+            thread.join()
