@@ -18,6 +18,7 @@ done
 
 echo "installing for the live tests:$missing"
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
 # shellcheck disable=SC2086 # one word per package
-apt-get install -y -qq --no-install-recommends $missing >/dev/null
+if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends $missing >/dev/null; }; then
+    echo "warning: could not install$missing; the live tests will skip" >&2
+fi
