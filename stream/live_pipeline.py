@@ -34,7 +34,7 @@ from derain.engines import Engine
 from derain.stream.decode import Frame, InputError, Source, frames
 from derain.stream.encode import EncodeOptions, Sink
 from derain.stream.errors import VideoError
-from derain.stream.pipeline import _END, InferenceStage, Result, Terminated, _get, _put, _Worker
+from derain.stream.pipeline import END, InferenceStage, Result, Terminated, Worker, get, put
 from derain.stream.sources import Backoff, LiveSource, SourceUnavailable, describe, open_live
 from derain.stream.stats import Stats
 
@@ -468,20 +468,20 @@ class _Live:
                 self._warn(f"the engine takes {1000 * busy:.0f} ms a frame, over --max-latency {1000 * self.job.max_latency:.0f} ms")
             self.arrivals[frame.pts] = frame.arrival
             for result in self.stage.submit([frame]):
-                if not _put(self.results, result, self.stop):
+                if not put(self.results, result, self.stop):
                     return
             spent = time.perf_counter() - now + self.output_busy
             busy = 0.8 * busy + 0.2 * spent if busy else spent
             if self.thinning is not None:
                 self.thinning.busy = busy
         for result in self.stage.drain():
-            _put(self.results, result, self.stop)
+            put(self.results, result, self.stop)
 
     # -- output thread -----------------------------------------------------------------------
     def output(self) -> None:
         while True:
-            item = _get(self.results, self.stop)
-            if item is _END:
+            item = get(self.results, self.stop)
+            if item is END:
                 return
             start = time.perf_counter()
             self._write(item)
@@ -517,14 +517,14 @@ class _Live:
     def run(self, on_start: Callable[[Source], contextlib.AbstractContextManager] | None) -> LiveSummary:
         job = self.job
         summary = LiveSummary(job.source.text, str(job.output) if job.output else None, job.restream, {})
-        reader = _Worker("derain-live-read", self.read, self.stop)
-        writer = _Worker("derain-live-output", self.output, self.stop)
+        reader = Worker("derain-live-read", self.read, self.stop)
+        writer = Worker("derain-live-output", self.output, self.stop)
         try:
             with on_start(self.first) if on_start else contextlib.nullcontext():
                 reader.start()
                 writer.start()
                 self.infer()
-                _put(self.results, _END, self.stop)
+                put(self.results, END, self.stop)
                 while writer.is_alive():
                     writer.join(0.1)
         except KeyboardInterrupt:

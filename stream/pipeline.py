@@ -30,7 +30,7 @@ from derain.stream.decode import Frame, InputError, Source, frames, open_source
 from derain.stream.encode import EncodeOptions, OutputError, Sink
 from derain.stream.stats import Stats, Summary
 
-_END = object()
+END = object()
 
 
 class Terminated(BaseException):
@@ -213,7 +213,7 @@ class InferenceStage:
         return finished
 
 
-def _put(q: queue.Queue, item: object, stop: threading.Event) -> bool:
+def put(q: queue.Queue, item: object, stop: threading.Event) -> bool:
     """Put unless the job is stopping; False if it stopped first."""
     while not stop.is_set():
         try:
@@ -224,16 +224,16 @@ def _put(q: queue.Queue, item: object, stop: threading.Event) -> bool:
     return False
 
 
-def _get(q: queue.Queue, stop: threading.Event) -> object:
+def get(q: queue.Queue, stop: threading.Event) -> object:
     while not stop.is_set():
         try:
             return q.get(timeout=0.1)
         except queue.Empty:
             continue
-    return _END
+    return END
 
 
-class _Worker(threading.Thread):
+class Worker(threading.Thread):
     """A stage thread that records its exception and stops the job instead of dying silently."""
 
     def __init__(self, name: str, body: Callable[[], None], stop: threading.Event) -> None:
@@ -306,14 +306,14 @@ def run_video(
             if frame is None:
                 break
             stats.decoded += 1
-            if not _put(decoded, frame, stop):
+            if not put(decoded, frame, stop):
                 return
-        _put(decoded, _END, stop)
+        put(decoded, END, stop)
 
     def encode() -> None:
         while True:
-            item = _get(results, stop)
-            if item is _END:
+            item = get(results, stop)
+            if item is END:
                 return
             for pts, planes in zip(item.pts, item.planes):
                 if stop.is_set():
@@ -325,7 +325,7 @@ def run_video(
                 for image in item.preview:
                     preview(image)
 
-    workers = [_Worker("derain-decode", decode, stop), _Worker("derain-encode", encode, stop)]
+    workers = [Worker("derain-decode", decode, stop), Worker("derain-encode", encode, stop)]
     failure: BaseException | None = None
     context = on_start(source, sink) if on_start else contextlib.nullcontext()
     try:
@@ -333,7 +333,7 @@ def run_video(
             for worker in workers:
                 worker.start()
             _infer(stage, decoded, results, job.batch, stop)
-            _put(results, _END, stop)
+            put(results, END, stop)
             while workers[1].is_alive():
                 workers[1].join(0.1)
     except (KeyboardInterrupt, Terminated) as err:
@@ -375,17 +375,17 @@ def _infer(stage: InferenceStage, decoded: queue.Queue, results: queue.Queue, si
     """The batcher and the inference stage: B frames at a time, the last batch possibly short."""
     batch: list[Frame] = []
     while True:
-        item = _get(decoded, stop)
-        if item is not _END:
+        item = get(decoded, stop)
+        if item is not END:
             batch.append(item)
             if len(batch) < size:
                 continue
         if batch:
             for result in stage.submit(batch):
-                if not _put(results, result, stop):
+                if not put(results, result, stop):
                     return
             batch = []
-        if item is _END:
+        if item is END:
             break
     for result in stage.drain():
-        _put(results, result, stop)
+        put(results, result, stop)
