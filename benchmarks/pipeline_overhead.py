@@ -81,8 +81,8 @@ def main() -> None:
         make_clip(src, args.frames)
         plain, piped, stages = [], [], {}
         for _ in range(args.repeats):
-            plain = transcode(src, Path(tmp) / "plain.mp4")
-            frames, seconds = plain["frames"], plain["seconds"]
+            run = transcode(src, Path(tmp) / "plain.mp4")
+            frames, seconds = run["frames"], run["seconds"]
             plain.append(seconds)
             frames_p, seconds_p, stages_p = pipeline(src, Path(tmp) / "derain.mp4", device, args.batch)
             assert frames_p == frames, (frames_p, frames)

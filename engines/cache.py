@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from derain.models.brn import BRN
+from derain.models.checkpoint import sha256_file
 from derain.models.hub import cache_root
 
 
@@ -41,14 +42,6 @@ def device_key(device: torch.device) -> dict[str, str]:
     return {"device": props.name, "capability": f"{props.major}.{props.minor}"}
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 class EngineCache:
     def __init__(self, root: Path | None = None) -> None:
         self.root = root or engine_cache_dir()
@@ -68,7 +61,7 @@ class EngineCache:
             return None
         try:
             meta = json.loads(meta_path.read_text())
-            if meta["key"] == key and meta["sha256"] == _sha256(path):
+            if meta["key"] == key and meta["sha256"] == sha256_file(path):
                 return path
         except (OSError, ValueError, KeyError, TypeError):
             pass
@@ -81,11 +74,19 @@ class EngineCache:
         scratch = Path(tempfile.mkdtemp(prefix=".build-", dir=self.root))
         try:
             write(scratch / artefact)
-            meta = {"key": key, "sha256": _sha256(scratch / artefact)}
+            meta = {"key": key, "sha256": sha256_file(scratch / artefact)}
             (scratch / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
             folder = self.entry(key)
             shutil.rmtree(folder, ignore_errors=True)
-            os.replace(scratch, folder)
+            try:
+                os.replace(scratch, folder)
+            except OSError:
+                # Another process put the same entry in place first: use it if it is whole.
+                shutil.rmtree(scratch, ignore_errors=True)
+                found = self.lookup(key, artefact)
+                if found is None:
+                    raise
+                return found
         except BaseException:
             shutil.rmtree(scratch, ignore_errors=True)
             raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib.util
 import io
 import logging
@@ -30,7 +31,7 @@ def export_onnx(model: BRN, path: str | Path, dynamic: bool = True, shape: tuple
     if importlib.util.find_spec("onnxscript") is None:
         raise EngineError("ONNX export needs the onnx extra: pip install 'derain[onnx]'")
     path = Path(path)
-    module = Derainer(model).eval().float().cpu()
+    module = Derainer(copy.deepcopy(model)).eval().float().cpu()
     example = torch.rand(*shape)
     dynamic_shapes = None
     if dynamic:
@@ -67,15 +68,15 @@ class OnnxEngine:
 
         start = time.perf_counter()
         self.device, self.precision, self.dtype = device, precision, torch.float32
+        providers: list = ["CPUExecutionProvider"]
+        if device.type == "cuda":
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise EngineError("--engine onnx on cuda needs onnxruntime-gpu; use --engine eager or --device cpu")
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))
         cache = cache or EngineCache()
         key = {"backend": "onnx", "weights": weights_hash(model), "variant": model.variant, "stages": model.stages,
                "opset": OPSET, "torch": torch.__version__, "dynamic": True}
         path = cache.lookup(key, "model.onnx") or cache.store(key, "model.onnx", lambda p: export_onnx(model, p))
-        providers = ["CPUExecutionProvider"]
-        if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))
-        elif device.type == "cuda":
-            raise EngineError("--engine onnx on cuda needs onnxruntime-gpu; use --engine eager or --device cpu")
         try:
             self.session = ort.InferenceSession(str(path), providers=providers)
         except Exception as err:  # a cache entry that passed its hash but ONNX Runtime refuses

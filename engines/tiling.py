@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from derain.engines.base import Engine
+from derain.engines.base import Engine, EngineError
 
 
 def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
@@ -40,7 +40,7 @@ class TiledEngine:
 
     def __init__(self, inner: Engine, tile: int, overlap: int = 32) -> None:
         if tile <= 2 * overlap:
-            raise ValueError(f"--tile {tile} must be larger than twice the overlap ({overlap})")
+            raise EngineError(f"--tile {tile} must be larger than twice the overlap ({overlap}); use --tile {2 * overlap + 64} or more")
         self.inner, self.tile, self.overlap = inner, tile, overlap
         self.backend, self.precision = inner.backend, inner.precision
         self.device, self.dtype = inner.device, inner.dtype

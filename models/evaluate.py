@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from derain.models.data import read_image, read_image_uint8
+from derain.models.data import ImageError, read_image, read_image_uint8
 from derain.models.metrics import psnr_y, ssim_y, to_uint8_truncated
 
 
@@ -63,7 +63,7 @@ def evaluate(
         rainy = read_image(rainy_path)
         clean = read_image_uint8(clean_path)
         if rainy.shape != clean.shape:
-            raise ValueError(f"{rainy_path}: size {rainy.shape[1]}x{rainy.shape[0]} differs from its ground truth {clean_path}")
+            raise ImageError(f"{rainy_path}: size {rainy.shape[1]}x{rainy.shape[0]} differs from its ground truth {clean_path}")
         batch = torch.from_numpy(rainy).permute(2, 0, 1)[None]
         output = run(batch)[0].float().permute(1, 2, 0).cpu().numpy()
         derained = to_uint8_truncated(output)

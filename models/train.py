@@ -29,6 +29,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from derain.engines.base import EngineError, select_device
 from derain.models.brn import BRN
 from derain.models.checkpoint import load_checkpoint, save_checkpoint
 from derain.models.data import find_pairs, list_images, read_image
@@ -269,12 +270,10 @@ def validate(model: BRN, source: Source, device: torch.device, crop: int) -> dic
 
 
 def _pick_device(name: str | None) -> torch.device:
-    if name:
-        device = torch.device(name)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise TrainError(f"--device {name}: CUDA is not available here; use --device cpu")
-        return device
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return select_device(name)
+    except EngineError as err:
+        raise TrainError(str(err)) from None
 
 
 def _initial_model(cfg: TrainConfig) -> BRN:
@@ -488,10 +487,6 @@ def run_train(args: argparse.Namespace) -> int:
     keys = TrainConfig.__dataclass_fields__
     cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in keys})
     console = Console(stderr=True)
-    try:
-        result = train(cfg, console)
-    except (TrainError, FileNotFoundError) as err:
-        console.print(f"[red]error:[/] {err}")
-        return 2
+    result = train(cfg, console)
     console.print(f"final checkpoint: {result.last}" + (f"  best: {result.best}" if result.best else ""), soft_wrap=True)
     return 0

@@ -19,7 +19,7 @@ from derain.engines.tensorrt import serialize_engine
 from derain.models.brn import CheckpointError, pretrained_cfgs
 from derain.models.data import IMAGE_SUFFIXES, ImageError, find_pairs, read_image
 from derain.models.evaluate import ImageScore, evaluate
-from derain.models.train import add_train_parser
+from derain.models.train import TrainError, add_train_parser
 from derain.models.hub import (
     BUILTIN_NAME,
     BUILTIN_PATH,
@@ -38,7 +38,9 @@ from derain.stream.live import add_live_parser
 from derain.stream.options import add_engine_options, add_weights_option, console, engine_from_args, guard_accuracy
 
 # Errors whose message is already one line that says what to do.
-USER_ERRORS = (CheckpointError, EngineError, FetchError, ImageError, VideoError, FileNotFoundError, FileExistsError)
+USER_ERRORS = (
+    CheckpointError, EngineError, FetchError, ImageError, TrainError, VideoError, FileNotFoundError, FileExistsError,
+)
 
 
 def cmd_image(args: argparse.Namespace) -> int:

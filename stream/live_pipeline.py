@@ -371,7 +371,9 @@ class _Live:
         self.timeline = Timeline(stats.started)
         self.thinning = Thinning() if job.drop_policy == "every-nth" else None
         out_color = (recording or restream).color if (recording or restream) else source.color
-        self.stage = InferenceStage(engine, source, out_color, 1, job.compare, preview is not None, stats)
+        # One batch in flight: a live frame must leave as soon as it is derained, not when the
+        # next one arrives to push it out of the second slot.
+        self.stage = InferenceStage(engine, source, out_color, 1, job.compare, preview is not None, stats, depth=1)
         self.warnings: list[str] = []
         self.end_reason: str | None = None  # set by the reader when the source is gone for good
         self.output_busy = 0.0  # seconds the output thread spends on a frame (moving average)

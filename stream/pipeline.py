@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -295,7 +296,14 @@ def run_video(
     stop = threading.Event()
     decoded: queue.Queue = queue.Queue(maxsize=max(4, 2 * job.batch))
     results: queue.Queue = queue.Queue(maxsize=3)
-    stage = InferenceStage(engine, source, sink.color, job.batch, job.compare, preview is not None, stats)
+    try:
+        stage = InferenceStage(engine, source, sink.color, job.batch, job.compare, preview is not None, stats)
+    except BaseException:
+        # Nothing was written yet: close both containers and leave no empty output behind.
+        sink.close(remux_rest=False)
+        source.close()
+        job.output.unlink(missing_ok=True)
+        raise
 
     def decode() -> None:
         it = frames(source)
@@ -367,8 +375,8 @@ def run_video(
 
 
 def _message(err: BaseException) -> str:
-    text = getattr(err, "strerror", None) or str(err) or type(err).__name__
-    return text.splitlines()[0] if text else type(err).__name__
+    text = re.sub(r"^\[Errno -?\d+\] ", "", str(err)) or type(err).__name__
+    return text.splitlines()[0]
 
 
 def _infer(stage: InferenceStage, decoded: queue.Queue, results: queue.Queue, size: int, stop: threading.Event) -> None:

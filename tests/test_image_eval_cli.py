@@ -83,6 +83,7 @@ def test_unreadable_image_fails_alone(tmp_path: Path, tiny_checkpoint: Path, cap
         (["image", "{tmp}/x.png", "-o", "{tmp}/o", "--weights", "{tmp}/x.png"], "not a readable checkpoint"),
         (["image", "{tmp}/x.png", "-o", "{tmp}/o", "--weights", "brn-r100l"], "derain weights fetch brn-r100l"),
         (["image", "{tmp}/x.png", "-o", "{tmp}/o", "--device", "cuda:7"], "--device cuda:7"),
+        (["image", "{tmp}/x.png", "-o", "{tmp}/o", "--tile", "10"], "--tile 10 must be larger"),
         (["eval", "{tmp}/nowhere"], "no such data set folder"),
         (["eval", "{tmp}"], "no image pairs found"),
     ],
@@ -96,6 +97,14 @@ def test_bad_input_one_line(tmp_path: Path, capsys, tiny_checkpoint: Path, args:
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("derain: error:") and message in err, err
     assert not (tmp_path / "o").exists()
+
+
+def test_train_bad_device_one_line(tmp_path: Path, capsys) -> None:
+    write(tmp_path / "clean" / "x.png", rng_image(32, 32))
+    args = ["train", "--data", str(tmp_path / "clean"), "--synthetic-rain", "--out", str(tmp_path / "run"), "--device", "gpu9"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("derain: error:") and "--device 'gpu9'" in err and "\n" not in err
 
 
 def make_pairs(root: Path, layout: str, n: int = 3) -> None:
