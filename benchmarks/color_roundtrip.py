@@ -15,21 +15,21 @@ both sides decoded the same way.
 
 from __future__ import annotations
 
-import math
-
 import av
 import numpy as np
 import torch
-
-from derain.stream.color import ColorSpec, fill_frame, frame_planes, from_rgb, layout_of, to_rgb
+from derain.models.metrics import psnr
+from derain.stream.color import (
+    ColorSpec,
+    fill_frame,
+    frame_planes,
+    from_rgb,
+    layout_of,
+    to_rgb,
+)
 from derain.stream.demo import clean_frames
 
 SPEC = ColorSpec.of(layout_of("yuv420p"), 6, 1, 120)
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(1 / mse)
 
 
 def to_frame(planes: list[np.ndarray], width: int, height: int) -> av.VideoFrame:

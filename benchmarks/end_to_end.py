@@ -9,11 +9,16 @@ transcode, nor the model-only figure, so the two bound it from above.
 from __future__ import annotations
 
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import av
+import numpy as np
 import torch
+
 from derain.engines import Engine
+from derain.models.synth import RainStyle, RainVideo
+from derain.stream.demo import clean_frames
 from derain.stream.decode import open_source
 from derain.stream.encode import CODEC_BY_SUFFIX, DEFAULT_CRF
 from derain.stream.pipeline import VideoJob, run_video
@@ -70,3 +75,23 @@ def end_to_end(engine: Engine, path: Path, batch: int, output: Path, model_fps: 
         "bottleneck": max(summary.stages, key=summary.stages.get),
         "error": summary.error,
     }
+
+
+def make_rainy_clip(path: Path, frames: int, width: int, height: int, fps: int = 30) -> None:
+    """Rainy H.264 footage for timing: panned sample photographs, falling streaks, sensor noise."""
+    scenes = clean_frames(width, height, fps)
+    rain = RainVideo(height, width, RainStyle(density=0.004, length=30.0, angle=10.0, width=1.5, intensity=0.4), speed=20.0, seed=1)
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"crf": "18", "preset": "veryfast"}
+        for k in range(frames):
+            rainy, _ = rain.frame(scenes[k % len(scenes)], k)
+            noisy = np.clip(rainy + rng.normal(0, 0.01, rainy.shape).astype(np.float32), 0, 1)
+            frame = av.VideoFrame.from_ndarray((noisy * 255 + 0.5).astype(np.uint8), format="rgb24").reformat(format="yuv420p")
+            frame.pts, frame.time_base = k, Fraction(1, fps)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import time
 import traceback
@@ -29,14 +28,12 @@ from pathlib import Path
 
 import av
 import torch
-
-from derain.benchmarks.end_to_end import transcode
+from derain.benchmarks.end_to_end import make_rainy_clip, transcode
 from derain.engines import Engine, EngineError, build_engine
 from derain.models.data import find_pairs, read_image
 from derain.models.evaluate import evaluate
 from derain.models.hub import load_model
-from derain.models.synth import RainStyle, RainVideo
-from derain.stream.demo import clean_frames, write_clip
+from derain.models.metrics import psnr
 from derain.stream.pipeline import VideoJob, run_video
 from derain.stream.stats import Stats
 
@@ -44,11 +41,6 @@ VARIANTS = [
     ("eager", "fp32"), ("eager", "fp16"), ("eager", "bf16"),
     ("compile", "fp16"), ("compile", "bf16"), ("tensorrt", "fp16"), ("onnx", "fp32"),
 ]
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = float(torch.mean((a.float() - b.float()) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(1 / mse)
 
 
 def try_build(model, backend: str, precision: str, notes: list[str]) -> Engine | None:
@@ -87,12 +79,6 @@ def correctness(model, data: Path, count: int, notes: list[str]) -> tuple[list[d
     return rows, protocol
 
 
-def make_clip(path: Path, frames: int, width: int, height: int) -> None:
-    scenes = clean_frames(width, height, fps=frames // 3)
-    field = RainVideo(height, width, RainStyle(density=0.004, length=30.0, angle=10.0, width=1.5, intensity=0.4), speed=20.0, seed=1)
-    write_clip(path, [field.frame(f, k)[0] for k, f in enumerate(scenes)], fps=30)
-
-
 def probe_codec(name: str, mode: str, clip: Path) -> str:
     """Whether a hardware codec of PyAV's wheel works here, and what it printed if not."""
     try:
@@ -118,7 +104,7 @@ def probe_codec(name: str, mode: str, clip: Path) -> str:
 def end_to_end(model, frames: int, notes: list[str]) -> list[dict]:
     clip = Path("/tmp/clip1080.mp4")
     start = time.perf_counter()
-    make_clip(clip, frames, 1920, 1080)
+    make_rainy_clip(clip, frames, 1920, 1080)
     print(f"made {clip} in {time.perf_counter() - start:.0f} s", flush=True)
     rows: list[dict] = []
     plain = transcode(clip, Path("/tmp/plain.mp4"))

@@ -14,16 +14,11 @@ from __future__ import annotations
 import argparse
 import platform
 import tempfile
-from fractions import Fraction
 from pathlib import Path
 
-import av
-import numpy as np
 import torch
 
-from derain.benchmarks.end_to_end import transcode
-from derain.models.synth import RainStyle, RainVideo
-from derain.stream.demo import clean_frames
+from derain.benchmarks.end_to_end import make_rainy_clip, transcode
 from derain.stream.encode import DEFAULT_CRF, EncodeOptions
 from derain.stream.pipeline import VideoJob, run_video
 
@@ -42,26 +37,6 @@ class IdentityEngine:
         return batch
 
 
-def make_clip(path: Path, frames: int) -> None:
-    """Rainy 720p footage: panned sample photographs with falling streaks and sensor noise."""
-    scenes = clean_frames(WIDTH, HEIGHT, FPS)
-    rain = RainVideo(HEIGHT, WIDTH, RainStyle(density=0.004, length=30.0, angle=10.0, width=1.5, intensity=0.4), speed=20.0, seed=1)
-    rng = np.random.default_rng(0)
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=FPS)
-        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-        stream.options = {"crf": "18", "preset": "veryfast"}
-        for k in range(frames):
-            rainy, _ = rain.frame(scenes[k % len(scenes)], k)
-            noisy = np.clip(rainy + rng.normal(0, 0.01, rainy.shape).astype(np.float32), 0, 1)
-            frame = av.VideoFrame.from_ndarray((noisy * 255 + 0.5).astype(np.uint8), format="rgb24").reformat(format="yuv420p")
-            frame.pts, frame.time_base = k, Fraction(1, FPS)
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-
-
 def pipeline(src: Path, dst: Path, device: torch.device, batch: int) -> tuple[int, float, dict]:
     dst.unlink(missing_ok=True)
     summary = run_video(VideoJob(src, dst, batch=batch, encode=EncodeOptions()), IdentityEngine(device))
@@ -78,7 +53,7 @@ def main() -> None:
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "rain720.mp4"
-        make_clip(src, args.frames)
+        make_rainy_clip(src, args.frames, WIDTH, HEIGHT, FPS)
         plain, piped, stages = [], [], {}
         for _ in range(args.repeats):
             run = transcode(src, Path(tmp) / "plain.mp4")

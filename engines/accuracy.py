@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
-import torch
-from torch import Tensor
-
 from derain.engines.base import Engine, EngineError
 from derain.engines.eager import EagerEngine
 from derain.models.brn import BRN
+from derain.models.metrics import psnr
+from torch import Tensor
 
 MIN_PSNR_DB = 45.0
 
@@ -18,21 +15,20 @@ def psnr_vs_fp32(engine: Engine, model: BRN, frame: Tensor) -> float:
     """PSNR in dB (peak 1) of the engine's output against the FP32 model on the same device."""
     reference = EagerEngine(model, engine.device, "fp32").run(frame.to(engine.device)).float()
     output = engine.run(frame.to(engine.device)).float()
-    mse = float(torch.mean((output - reference) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
+    return psnr(output, reference)
 
 
 def check_accuracy(engine: Engine, model: BRN, frame: Tensor, allow_lossy: bool = False, warn=print) -> float | None:
     """None for FP32 engines; else the PSNR, raising EngineError under 45 dB unless allowed."""
     if engine.precision == "fp32":
         return None
-    psnr = psnr_vs_fp32(engine, model, frame)
-    if psnr < MIN_PSNR_DB:
+    db = psnr_vs_fp32(engine, model, frame)
+    if db < MIN_PSNR_DB:
         message = (
             f"--precision {engine.precision} on the {engine.backend} engine differs from fp32 by "
-            f"{psnr:.1f} dB PSNR on this input (minimum {MIN_PSNR_DB:.0f} dB)"
+            f"{db:.1f} dB PSNR on this input (minimum {MIN_PSNR_DB:.0f} dB)"
         )
         if not allow_lossy:
             raise EngineError(message + "; use --precision fp32, or --allow-lossy to accept it")
         warn(f"warning: {message}; going on because of --allow-lossy")
-    return psnr
+    return db

@@ -27,6 +27,15 @@ def rgb_to_y(image: np.ndarray) -> np.ndarray:
     return 16.0 / 255.0 + (65.481 * rgb[..., 0] + 128.553 * rgb[..., 1] + 24.966 * rgb[..., 2]) / 255.0
 
 
+def psnr(a: np.ndarray | Tensor, b: np.ndarray | Tensor) -> float:
+    """PSNR in dB, peak 1, of two float images (NumPy arrays or tensors alike), in float64."""
+    if isinstance(a, Tensor):
+        mse = float(torch.mean((a.double() - b.double()) ** 2))
+    else:
+        mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0.0 else 10.0 * np.log10(1.0 / mse)
+
+
 def psnr_y(output: np.ndarray, target: np.ndarray) -> float:
     """PSNR in dB on the Y channel, peak 1; both uint8 RGB."""
     mse = float(np.mean((rgb_to_y(output) - rgb_to_y(target)) ** 2))

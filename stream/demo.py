@@ -17,15 +17,22 @@ import av
 import cv2
 import numpy as np
 import torch
-from skimage import data as samples
-
+from derain.models.metrics import psnr
 from derain.models.synth import RainStyle, RainVideo
-from derain.stream.color import ColorSpec, frame_planes, from_rgb, layout_of, to_rgb
+from derain.stream.color import (
+    ColorSpec,
+    fill_frame,
+    frame_planes,
+    from_rgb,
+    layout_of,
+    to_rgb,
+)
 from derain.stream.encode import EncodeOptions
 from derain.stream.options import add_engine_options, console, engine_from_args
 from derain.stream.pipeline import VideoJob, run_video
 from derain.stream.stats import Stats, progress_bar
 from derain.stream.video import report
+from skimage import data as samples
 
 WIDTH, HEIGHT, FPS, SECONDS_PER_SCENE = 160, 120, 20, 1.0
 # Colour photographs that ship inside scikit-image's wheel (the others need pooch and a network).
@@ -63,8 +70,7 @@ def write_clip(path: Path, frames: list[np.ndarray], fps: int = FPS) -> None:
         for k, rgb in enumerate(frames):
             planes = from_rgb(torch.from_numpy(rgb).permute(2, 0, 1)[None], spec)
             frame = av.VideoFrame(rgb.shape[1], rgb.shape[0], "yuv420p")
-            for plane, values in zip(frame.planes, planes):
-                np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[: values.shape[1], : values.shape[2]] = values[0].numpy()
+            fill_frame(frame, spec.layout, [values[0].numpy() for values in planes])
             frame.pts, frame.time_base = k, Fraction(1, fps)
             frame.colorspace, frame.color_range = 6, 1
             for packet in stream.encode(frame):
@@ -96,19 +102,12 @@ def side_by_side(path: Path, left: list[list[np.ndarray]], right: list[list[np.n
         stream.options = {"crf": str(CRF)}
         for k, (a, b) in enumerate(zip(left, right)):
             frame = av.VideoFrame(2 * w, h, "yuv420p")
-            for plane, pa, pb in zip(frame.planes, a, b):
-                joined = np.hstack((pa, pb))
-                np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[: joined.shape[0], : joined.shape[1]] = joined
+            fill_frame(frame, layout_of("yuv420p"), [np.hstack((pa, pb)) for pa, pb in zip(a, b)])
             frame.pts, frame.time_base = k, Fraction(1, fps)
             for packet in stream.encode(frame):
                 out.mux(packet)
         for packet in stream.encode(None):
             out.mux(packet)
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

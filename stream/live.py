@@ -21,18 +21,15 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import torch
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from derain.stream.color import to_rgb
 from derain.stream.decode import Source
-from derain.stream.display import Preview, display_available
 from derain.stream.encode import CODEC_BY_SUFFIX, EncodeOptions
 from derain.stream.errors import VideoError
 from derain.stream.live_pipeline import DROP_POLICIES, LiveJob, LiveStats, LiveSummary, json_lines, run_live
-from derain.stream.options import add_engine_options, console, engine_from_args, guard_accuracy
+from derain.stream.options import add_engine_options, console, engine_from_args, guard_first_frame, open_preview
 from derain.stream.pipeline import Terminated
 from derain.stream.sources import parse_source
 from derain.stream.video import EXIT_ERROR, EXIT_SIGINT, add_encode_options, sigterm_as_exception
@@ -170,19 +167,12 @@ def cmd_live(args: argparse.Namespace) -> int:
     if args.output is not None and args.output.exists() and not args.overwrite:  # before the model loads
         raise FileExistsError(f"{args.output}: already exists; pass --overwrite to replace it")
     model, engine = engine_from_args(args)
-    preview = None
-    if args.display:
-        why_not = display_available()
-        if why_not:
-            console.print(f"[yellow]--display: {why_not}; going on without a window[/yellow]")
-        else:
-            preview = Preview(f"derain live: {args.source}")
+    preview = open_preview(args, f"derain live: {args.source}")
     stats = LiveStats()
 
     @contextlib.contextmanager
     def on_start(first: Source) -> Iterator[None]:
-        rgb = to_rgb([torch.from_numpy(p.copy())[None] for p in first.first_planes()], first.color)
-        guard_accuracy(args, engine, model, rgb.clamp(0, 1).to(engine.device, engine.dtype))
+        guard_first_frame(args, engine, model, first)
         console.print(f"[dim]{args.source}: {first.width}x{first.height} {first.layout.format}, {float(first.rate or 0):.3g} fps[/dim]")
         with live_panel(console, stats, f"derain live: {args.source}"):
             yield

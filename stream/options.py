@@ -6,11 +6,15 @@ import argparse
 
 from rich.console import Console
 
+import torch
 from torch import Tensor
 
 from derain.engines import BACKENDS, PRECISIONS, Engine, build_engine, check_accuracy
 from derain.models.brn import BRN
 from derain.models.hub import load_model
+from derain.stream.color import to_rgb
+from derain.stream.decode import Source
+from derain.stream.display import Preview, display_available
 
 console = Console(stderr=True, highlight=False)
 
@@ -61,3 +65,20 @@ def guard_accuracy(args: argparse.Namespace, engine: Engine, model: BRN, frame: 
     psnr = check_accuracy(engine, model, frame, args.allow_lossy, warn=lambda m: console.print(f"[yellow]{m}[/yellow]"))
     if psnr is not None:
         console.print(f"[dim]{engine.precision} vs fp32 on the first frame: {psnr:.1f} dB PSNR[/dim]")
+
+
+def open_preview(args: argparse.Namespace, title: str) -> Preview | None:
+    """The --display window, or None (with a warning where no display can be opened)."""
+    if not args.display:
+        return None
+    why_not = display_available()
+    if why_not:
+        console.print(f"[yellow]--display: {why_not}; going on without a window[/yellow]")
+        return None
+    return Preview(title)
+
+
+def guard_first_frame(args: argparse.Namespace, engine: Engine, model: BRN, source: Source) -> None:
+    """`guard_accuracy` on the source's first decoded frame, converted as the pipeline converts it."""
+    rgb = to_rgb([torch.from_numpy(p.copy())[None] for p in source.first_planes()], source.color)
+    guard_accuracy(args, engine, model, rgb.clamp(0, 1).to(engine.device, engine.dtype))

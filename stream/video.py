@@ -15,14 +15,11 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import torch
 
-from derain.stream.color import to_rgb
 from derain.stream.decode import Source
-from derain.stream.display import Preview, display_available
 from derain.stream.encode import EncodeOptions, Sink
 from derain.stream.errors import VideoError
-from derain.stream.options import add_engine_options, console, engine_from_args, guard_accuracy
+from derain.stream.options import add_engine_options, console, engine_from_args, guard_first_frame, open_preview
 from derain.stream.pipeline import Terminated, VideoJob, check_paths, run_video
 from derain.stream.stats import Stats, Summary, progress_bar
 
@@ -100,19 +97,12 @@ def cmd_video(args: argparse.Namespace) -> int:
     )
     check_paths(job)  # before the model loads: a refusal should be instant
     model, engine = engine_from_args(args)
-    preview = None
-    if args.display:
-        why_not = display_available()
-        if why_not:
-            console.print(f"[yellow]--display: {why_not}; going on without a window[/yellow]")
-        else:
-            preview = Preview(f"derain: {args.input.name}")
+    preview = open_preview(args, f"derain: {args.input.name}")
     stats = Stats()
 
     @contextlib.contextmanager
     def on_start(source: Source, sink: Sink) -> Iterator[None]:
-        first = to_rgb([torch.from_numpy(p.copy())[None] for p in source.first_planes()], source.color)
-        guard_accuracy(args, engine, model, first.clamp(0, 1).to(engine.device, engine.dtype))
+        guard_first_frame(args, engine, model, source)
         console.print(
             f"[dim]{source.path}: {source.width}x{source.height} {source.layout.format}, "
             f"{float(source.rate or 0):.3g} fps, {len(source.passthrough)} stream(s) copied -> "
