@@ -11,9 +11,14 @@ import importlib.util
 from collections.abc import Callable
 
 import torch
-
 from derain.engines.accuracy import check_accuracy, psnr_vs_fp32
-from derain.engines.base import PRECISIONS, Engine, EngineError, select_device, select_precision
+from derain.engines.base import (
+    PRECISIONS,
+    Engine,
+    EngineError,
+    select_device,
+    select_precision,
+)
 from derain.engines.cache import EngineCache
 from derain.engines.compiled import CompileEngine
 from derain.engines.eager import EagerEngine

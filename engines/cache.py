@@ -16,9 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-
 from derain.models.brn import BRN
-from derain.models.checkpoint import sha256_file
+from derain.models.files import sha256_file
 from derain.models.hub import cache_root
 
 

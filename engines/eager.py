@@ -6,10 +6,9 @@ import copy
 import time
 
 import torch
-from torch import Tensor
-
 from derain.engines.base import PRECISIONS
 from derain.models.brn import BRN, Derainer
+from torch import Tensor
 
 
 class EagerEngine:

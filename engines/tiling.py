@@ -9,9 +9,8 @@ of a dB of the untiled one on real images.
 from __future__ import annotations
 
 import torch
-from torch import Tensor
-
 from derain.engines.base import Engine, EngineError
+from torch import Tensor
 
 
 def tile_starts(size: int, tile: int, overlap: int) -> list[int]:

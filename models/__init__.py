@@ -1,6 +1,14 @@
 """The BRN family, its checkpoints and weights, and the paper's quality metrics."""
 
-from derain.models.brn import BRN, BRNConfig, CheckpointError, Derainer, checkpoint_filter_fn, derain, pretrained_cfgs
+from derain.models.brn import (
+    BRN,
+    BRNConfig,
+    CheckpointError,
+    Derainer,
+    checkpoint_filter_fn,
+    derain,
+    pretrained_cfgs,
+)
 from derain.models.checkpoint import load_checkpoint, save_checkpoint
 from derain.models.hub import fetch, load_model, resolve_weights
 

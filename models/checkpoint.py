@@ -7,30 +7,19 @@ the weights came from.
 
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import torch
+from derain.models.brn import BRN, CheckpointError, checkpoint_filter_fn, detect_variant
+from derain.models.files import atomic_path, sha256_file
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
-
-from derain.models.brn import BRN, CheckpointError, checkpoint_filter_fn, detect_variant
 
 FORMAT = "derain-brn"
 FORMAT_VERSION = "1"
 # Wrappers that training scripts put around a state dict.
 _WRAPPER_KEYS = ("state_dict", "model", "net", "model_state_dict")
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def is_safetensors(path: Path) -> bool:
@@ -62,14 +51,8 @@ def save_checkpoint(
         **(extra or {}),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
     return path
 
 

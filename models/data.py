@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
+from derain.models.files import atomic_path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -79,14 +78,8 @@ def write_png(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = None
     ok, encoded = cv2.imencode(".png", np.ascontiguousarray(bgr))
     if not ok:
         raise ImageError(f"{path}: PNG encoding failed")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(encoded.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(encoded.tobytes())
 
 
 def find_pairs(root: str | Path) -> list[tuple[Path, Path]]:

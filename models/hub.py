@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 import platformdirs
-
 from derain.models.brn import BRN, CheckpointError, PretrainedCfg, pretrained_cfgs
 from derain.models.checkpoint import load_checkpoint
+from derain.models.files import atomic_path
 
 BUILTIN_NAME = "builtin"
 BUILTIN_PATH = Path(__file__).parent / "weights" / "brn-builtin.safetensors"
@@ -79,30 +78,25 @@ def fetch(
     url = download_url(cfg, mirror)
     target.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
-    fd, tmp = tempfile.mkstemp(prefix=f".{cfg.file}.", suffix=".part", dir=target.parent)
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            done = 0
-            while chunk := response.read(1 << 16):
-                out.write(chunk)
-                digest.update(chunk)
-                done += len(chunk)
-                if progress:
-                    progress(done, total)
-        if digest.hexdigest() != cfg.sha256:
-            raise FetchError(
-                f"{url}: SHA-256 {digest.hexdigest()[:16]}... does not match the expected "
-                f"{cfg.sha256[:16]}... for {cfg.name}; the download was discarded (check the mirror)"
-            )
-        os.replace(tmp, target)
+        with atomic_path(target, suffix=".part") as tmp:
+            with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+                total = int(response.headers.get("Content-Length") or 0) or None
+                done = 0
+                while chunk := response.read(1 << 16):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    done += len(chunk)
+                    if progress:
+                        progress(done, total)
+            if digest.hexdigest() != cfg.sha256:
+                raise FetchError(
+                    f"{url}: SHA-256 {digest.hexdigest()[:16]}... does not match the expected "
+                    f"{cfg.sha256[:16]}... for {cfg.name}; the download was discarded (check the mirror)"
+                )
     except (urllib.error.URLError, TimeoutError, OSError) as err:
-        Path(tmp).unlink(missing_ok=True)
         reason = getattr(err, "reason", None) or err
         raise FetchError(f"{url}: download failed ({reason}); check the network or give --mirror URL") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return target
 
 

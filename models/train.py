@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import signal
 import threading
 import time
@@ -26,16 +25,22 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
 from derain.engines.base import EngineError, select_device
 from derain.models.brn import BRN
 from derain.models.checkpoint import load_checkpoint, save_checkpoint
 from derain.models.data import find_pairs, list_images, read_image
+from derain.models.files import atomic_path
 from derain.models.hub import load_model
 from derain.models.metrics import psnr_y, ssim, ssim_y, to_uint8_truncated
 from derain.models.synth import RainSampler, add_rain
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
 IMAGE_WEIGHT = 0.55
 RAIN_WEIGHT = 0.45
@@ -290,9 +295,8 @@ def _initial_model(cfg: TrainConfig) -> BRN:
 
 
 def _atomic_torch_save(obj: object, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 class _Log:

@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import OFFICIAL, needs_official, random_brn
-
 from derain.models import CheckpointError, load_model, resolve_weights
 from derain.models.brn import PretrainedCfg, pretrained_cfgs, to_authors_state_dict
-from derain.models.checkpoint import sha256_file
+from derain.models.files import sha256_file
 from derain.models.hub import FetchError, cache_dir, fetch
 from derain.stream.cli import main
 
