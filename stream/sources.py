@@ -131,6 +131,3 @@ class Backoff:
         delay = min(self.cap, self.first * 2 ** self.tries)
         self.tries += 1
         return delay * self.rng.uniform(0.5, 1.0)
-
-    def reset(self) -> None:
-        self.tries = 0
