@@ -32,6 +32,7 @@ from derain.stream.live_pipeline import DROP_POLICIES, LiveJob, LiveStats, LiveS
 from derain.stream.options import add_engine_options, console, engine_from_args, guard_first_frame, open_preview
 from derain.stream.pipeline import Terminated
 from derain.stream.sources import parse_source
+from derain.stream.stats import periodic
 from derain.stream.video import EXIT_ERROR, EXIT_SIGINT, add_encode_options, sigterm_as_exception
 
 
@@ -115,19 +116,10 @@ def live_panel(out: Console, stats: LiveStats, title: str) -> Iterator[None]:
         yield
         return
     with Live(_panel(stats, title), console=out, refresh_per_second=4, transient=False) as panel:
-        done = threading.Event()
-
-        def feed() -> None:
-            while not done.wait(0.25):
-                panel.update(_panel(stats, title))
-
-        feeder = threading.Thread(target=feed, name="derain-live-panel", daemon=True)
-        feeder.start()
         try:
-            yield
+            with periodic(0.25, lambda: panel.update(_panel(stats, title)), "derain-live-panel"):
+                yield
         finally:
-            done.set()
-            feeder.join()
             panel.update(_panel(stats, title))
 
 

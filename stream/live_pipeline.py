@@ -36,7 +36,7 @@ from derain.stream.encode import EncodeOptions, Sink
 from derain.stream.errors import VideoError
 from derain.stream.pipeline import END, InferenceStage, Result, Terminated, Worker, get, put
 from derain.stream.sources import Backoff, LiveSource, SourceUnavailable, describe, open_live
-from derain.stream.stats import Stats
+from derain.stream.stats import Stats, periodic
 
 TIME_BASE = Fraction(1, 90_000)  # MPEG-TS and RTP's clock; MP4 and Matroska take it as well
 RESYNC_S = 1.0  # a source clock further than this from arrival time is re-anchored
@@ -569,7 +569,6 @@ class _Live:
 @contextlib.contextmanager
 def json_lines(path: Path, stats: LiveStats, every: float = 1.0) -> Iterator[Callable[[dict], None]]:
     """Append one stats object per `every` seconds to `path`; yields a writer for the last line."""
-    done = threading.Event()
     lock = threading.Lock()
     with path.open("a", encoding="utf-8") as out:
 
@@ -578,14 +577,5 @@ def json_lines(path: Path, stats: LiveStats, every: float = 1.0) -> Iterator[Cal
                 out.write(json.dumps(record) + "\n")
                 out.flush()
 
-        def loop() -> None:
-            while not done.wait(every):
-                write(stats.snapshot())
-
-        thread = threading.Thread(target=loop, name="derain-live-json", daemon=True)
-        thread.start()
-        try:
+        with periodic(every, lambda: write(stats.snapshot()), "derain-live-json"):
             yield write
-        finally:
-            done.set()
-            thread.join()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -137,18 +137,31 @@ def progress_bar(console: Console, stats: Stats, total: int, label: str) -> Iter
     )
     progress = Progress(*columns, console=console, transient=False, disable=not console.is_terminal)
     task = progress.add_task(label, total=total or None, total_text=str(total or "?"), decoded=0, written=0)
+
+    def refresh() -> None:
+        progress.update(task, completed=stats.written, decoded=stats.decoded, written=stats.written)
+
+    with progress:
+        try:
+            with periodic(0.25, refresh, "derain-progress"):
+                yield
+        finally:
+            refresh()
+
+
+@contextmanager
+def periodic(seconds: float, tick: Callable[[], None], name: str) -> Iterator[None]:
+    """Call `tick` every `seconds` on a thread of its own while the block runs."""
     done = threading.Event()
 
-    def feed() -> None:
-        while not done.wait(0.25):
-            progress.update(task, completed=stats.written, decoded=stats.decoded, written=stats.written)
+    def loop() -> None:
+        while not done.wait(seconds):
+            tick()
 
-    feeder = threading.Thread(target=feed, name="derain-progress", daemon=True)
-    with progress:
-        feeder.start()
-        try:
-            yield
-        finally:
-            done.set()
-            feeder.join()
-            progress.update(task, completed=stats.written, decoded=stats.decoded, written=stats.written)
+    thread = threading.Thread(target=loop, name=name, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
