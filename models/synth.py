@@ -150,8 +150,9 @@ def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
 class RainSampler:
     """Draws random rain styles: mostly light Rain100L-like streaks, some heavy Rain100H-like rain.
 
-    Light: one layer covering 2-12 % of the image, thin (width 1-2 px), near-vertical (|angle|
-    mostly under 15 degrees, up to 35), length 10-45 px. Heavy: two or three layers of wider
+    Light: one or two layers at one angle covering 2-12 % of the image, thin (width 1-2 px),
+    near-vertical (|angle| mostly under 15 degrees, up to 35), length 10-45 px; a second layer
+    is shorter and fainter (farther drops). Heavy: two or three layers of wider
     streaks covering 5-20 % each at a shared wind angle, with haze and accumulation.
 
     Density is drawn as coverage (area the streaks paint, about density x length x width) so a
@@ -163,16 +164,24 @@ class RainSampler:
 
     def light(self, rng: np.random.Generator) -> list[RainStyle]:
         angle = float(np.clip(rng.normal(0.0, self.max_angle / 3), -self.max_angle, self.max_angle))
-        length, width = float(rng.uniform(10, 45)), float(rng.uniform(1.0, 2.0))
-        return [
-            RainStyle(
-                density=_log_uniform(rng, 0.02, 0.12) / (length * width),
-                length=length,
-                angle=angle,
-                width=width,
-                intensity=float(rng.uniform(0.35, 0.95)),
+        coverage, intensity = _log_uniform(rng, 0.02, 0.12), float(rng.uniform(0.35, 0.95))
+        # Real light rain mixes near and far drops: often a second layer of shorter, fainter
+        # streaks at the same angle shares the coverage with the first.
+        layers = 1 if rng.random() < 0.5 else 2
+        near_length, near_width = float(rng.uniform(10, 45)), float(rng.uniform(1.0, 2.0))
+        styles = []
+        for k in range(layers):
+            length, width = (max(4.0, near_length * 0.4), 1.0) if k else (near_length, near_width)
+            styles.append(
+                RainStyle(
+                    density=coverage / layers / (length * width),
+                    length=length,
+                    angle=angle + (float(rng.normal(0.0, 2.0)) if k else 0.0),
+                    width=width,
+                    intensity=intensity * (0.7 if k else 1.0),
+                )
             )
-        ]
+        return styles
 
     def heavy(self, rng: np.random.Generator) -> list[RainStyle]:
         wind = float(rng.uniform(-self.max_angle, self.max_angle))

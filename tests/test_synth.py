@@ -76,6 +76,17 @@ def test_rainy_is_clean_plus_rain(heavy: bool) -> None:
         assert rain.min() >= -1e-6  # streaks only add light
 
 
+def test_light_rain_layers_share_one_angle() -> None:
+    sampler = RainSampler()
+    for seed in range(50):
+        styles = sampler.light(np.random.default_rng(seed))
+        assert 1 <= len(styles) <= 2
+        coverage = sum(s.density * s.length * s.width for s in styles)
+        assert 0.02 - 1e-9 <= coverage <= 0.12 + 1e-9
+        assert all(abs(s.angle - styles[0].angle) < 10 for s in styles)
+        assert all(s.length <= styles[0].length and s.intensity <= styles[0].intensity for s in styles)
+
+
 def test_video_streaks_fall_consistently() -> None:
     video = RainVideo(96, 128, RainStyle(density=0.004, length=12, angle=0.0), speed=3.0, seed=2)
     f0, f1 = video.streaks(0), video.streaks(1)

@@ -99,6 +99,17 @@ def test_paper_loss_and_schedule() -> None:
     assert rates == pytest.approx([1e-3, 1e-3, 2e-4, 2e-4, 4e-5, 4e-5, 8e-6, 8e-6])
 
 
+def test_l1_term_sees_a_colour_offset() -> None:
+    clean = torch.rand(2, 3, 32, 32) * 0.5
+    rain = torch.rand(2, 3, 32, 32) * 0.3
+    shifted = clean + torch.tensor([0.0, 0.05, 0.0]).view(1, 3, 1, 1)
+    paper = brn_loss([shifted] * 4, [rain] * 4, clean, rain)
+    with_l1 = brn_loss([shifted] * 4, [rain] * 4, clean, rain, l1=2.0)
+    # Only the final stage counts: mean |offset| over the three channels is 0.05 / 3.
+    assert float(with_l1 - paper) == pytest.approx(2.0 * 0.05 / 3, rel=1e-4)
+    assert float(brn_loss([clean] * 4, [rain] * 4, clean, rain, l1=2.0)) == pytest.approx(-(1 + 0.5 * 4), abs=1e-5)
+
+
 @pytest.mark.parametrize("name", ["Rain100L", "rain100H/input", "Rain12"])
 def test_refuses_test_sets(tmp_path: Path, name: str) -> None:
     folder = tmp_path / name
