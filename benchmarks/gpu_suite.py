@@ -13,6 +13,15 @@ then in one call, carrying .gpu and .whl:
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
     python3 -m pip install -q --no-deps --no-build-isolation -e .
     PYTHONUNBUFFERED=1 python3 benchmarks/gpu_suite.py --weights .gpu/BRN_R100L.pth --data .gpu/Rain100L --out $OUT
+
+The built-in weights (issue 7) train far faster there than on a CPU: put the training images
+in .gpu/clean (the snippet in models/weights/MODEL_CARD.md writes them), then in one call
+(same installs first; `timeout` sends SIGTERM, after which the run saves and can resume):
+    timeout 420 derain train --data .gpu/clean --synthetic-rain --out $OUT/train --init builtin \
+        --l1 1.0 --heavy-fraction 0.1 --epochs 40 --steps-per-epoch 250 --device cuda
+    derain eval .gpu/Rain100L --weights $OUT/train/last.safetensors --precision fp32 --json $OUT/eval.json
+Pick --epochs x --steps-per-epoch from the steps/s the first epoch logs, so that the learning
+rate schedule ends inside the call.
 """
 
 from __future__ import annotations
