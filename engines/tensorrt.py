@@ -40,11 +40,22 @@ def _compile_kwargs(example: Tensor, dtype: torch.dtype, timing_cache: Path) -> 
 
     params = inspect.signature(torch_tensorrt.dynamo.compile).parameters
     kwargs: dict[str, object] = {"arg_inputs": [example], "min_block_size": 1, "timing_cache_path": str(timing_cache)}
+    # 2.5-2.9 take use_explicit_typing (and refuse enabled_precisions beside it from 2.8);
+    # newer releases are strongly typed only and take neither: the half-cast graph says fp16.
     if "use_explicit_typing" in params:
         kwargs["use_explicit_typing"] = True
-    else:  # releases before explicit typing: ask for the precision instead
+    elif "enabled_precisions" in params:
         kwargs["enabled_precisions"] = {dtype}
     return kwargs
+
+
+def timing_cache_path(root: Path, device: torch.device) -> Path:
+    """One timing cache per TensorRT version and GPU architecture: TensorRT does not ignore a
+    mismatched cache when torch-tensorrt loads it."""
+    import tensorrt
+
+    major, minor = torch.cuda.get_device_capability(device)
+    return root / f"timing_cache-trt{tensorrt.__version__}-sm{major}{minor}.bin"
 
 
 def export_program(model: BRN, shape: tuple[int, int, int, int], device: torch.device, dtype: torch.dtype):
@@ -77,6 +88,12 @@ class TensorRTEngine:
 
     def build(self, shape: tuple[int, int, int, int]) -> torch.nn.Module:
         """The engine for one static shape: from the cache, or built now and cached."""
+        # torch.export wants ordinary tensors, not inference-mode ones; and the runtime uses the
+        # current device unless told otherwise, which matters for cuda:N with N > 0.
+        with torch.inference_mode(False), torch.no_grad(), torch.cuda.device(self.device):
+            return self._build(shape)
+
+    def _build(self, shape: tuple[int, int, int, int]) -> torch.nn.Module:
         import torch_tensorrt
 
         start = time.perf_counter()
@@ -90,8 +107,8 @@ class TensorRTEngine:
                 self.cache.remove(key)
         if module is None:
             program, example = export_program(self.model, shape, self.device, self.dtype)
-            timing_cache = self.cache.root / "timing_cache.bin"
             self.cache.root.mkdir(parents=True, exist_ok=True)
+            timing_cache = timing_cache_path(self.cache.root, self.device)
             compiled = torch_tensorrt.dynamo.compile(program, **_compile_kwargs(example, self.dtype, timing_cache))
 
             def write(target: Path) -> None:
@@ -103,19 +120,18 @@ class TensorRTEngine:
         self.build_seconds += time.perf_counter() - start
         return module
 
-    @torch.inference_mode()
     def run(self, batch: Tensor) -> Tensor:
-        batch = batch.to(device=self.device, dtype=self.dtype).contiguous()
         shape = tuple(batch.shape)
-        module = self.modules.get(shape)
-        if module is None:
-            # A short last batch runs on the engine of the full batch, padded.
-            full = next((s for s in self.modules if s[1:] == shape[1:] and s[0] > shape[0]), None)
-            if full is not None:
-                pad = batch.new_zeros((full[0] - shape[0], *shape[1:]))
-                return self.modules[full](torch.cat((batch, pad)))[: shape[0]]
-            module = self.build(shape)  # type: ignore[arg-type]
-        return module(batch)
+        # A short last batch runs on the engine of the full batch, padded.
+        full = shape if shape in self.modules else next((s for s in self.modules if s[1:] == shape[1:] and s[0] > shape[0]), None)
+        if full is None:
+            self.build(shape)  # type: ignore[arg-type]
+            full = shape
+        with torch.inference_mode(), torch.cuda.device(self.device):
+            batch = batch.to(device=self.device, dtype=self.dtype).contiguous()
+            if full != shape:
+                batch = torch.cat((batch, batch.new_zeros((full[0] - shape[0], *shape[1:]))))
+            return self.modules[full](batch)[: shape[0]]
 
 
 def serialize_engine(model: BRN, shape: tuple[int, int, int, int], device: torch.device, precision: str, path: Path) -> Path:
@@ -127,9 +143,11 @@ def serialize_engine(model: BRN, shape: tuple[int, int, int, int], device: torch
     import torch_tensorrt
 
     dtype = PRECISIONS[precision]
-    program, example = export_program(model, shape, device, dtype)
-    kwargs = _compile_kwargs(example, dtype, EngineCache().root / "timing_cache.bin")
-    kwargs.pop("min_block_size")
-    engine = torch_tensorrt.dynamo.convert_exported_program_to_serialized_trt_engine(program, **kwargs)
+    root = EngineCache().root
+    root.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad(), torch.cuda.device(device):
+        program, example = export_program(model, shape, device, dtype)
+        kwargs = _compile_kwargs(example, dtype, timing_cache_path(root, device))
+        engine = torch_tensorrt.dynamo.convert_exported_program_to_serialized_trt_engine(program, **kwargs)
     path.write_bytes(bytes(engine))
     return path
