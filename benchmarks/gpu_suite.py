@@ -31,6 +31,7 @@ import json
 import platform
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
@@ -125,10 +126,20 @@ def end_to_end(model, frames: int, notes: list[str]) -> list[dict]:
         output = Path(f"/tmp/derained-{backend}-{batch}.mp4")
         warm = VideoJob(clip, output, batch=batch, duration=0.5, overwrite=True)
         run_video(warm, engine, Stats())  # compiles the shapes; not timed
-        summary = run_video(VideoJob(clip, output, batch=batch, overwrite=True), engine, Stats())
+        torch.cuda.synchronize()
+        memory_before = torch.cuda.memory_allocated()
+        # Every blocking host<->device call on the main thread (where conversion and the engine
+        # run) becomes a warning: the pipeline should have none but its own event waits.
+        torch.cuda.set_sync_debug_mode("warn")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            summary = run_video(VideoJob(clip, output, batch=batch, overwrite=True), engine, Stats())
+        torch.cuda.set_sync_debug_mode(0)
+        syncs = sorted({str(w.message).splitlines()[0] for w in caught if "synchroniz" in str(w.message)})
         report = summary.to_dict()
         rows.append({"what": f"derain video, {backend} {precision}, batch {batch}", "frames": summary.frames,
-                     "seconds": summary.seconds, "fps": summary.fps, "stages": report["stages"]})
+                     "seconds": summary.seconds, "fps": summary.fps, "stages": report["stages"],
+                     "host_syncs": syncs, "memory_growth_mb": (torch.cuda.memory_allocated() - memory_before) / 2**20})
         print(rows[-1], flush=True)
     for name, mode in (("h264_cuvid", "r"), ("h264_nvenc", "w"), ("hevc_nvenc", "w")):
         notes.append(f"{name}: {probe_codec(name, mode, clip)}")

@@ -18,6 +18,7 @@ as players do.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import av
@@ -205,31 +206,44 @@ def to_rgb(planes: list[Tensor], spec: ColorSpec) -> Tensor:
     return _spread(y.unsqueeze(1), chroma, layout.chroma_shift)
 
 
+@functools.lru_cache(maxsize=32)
+def _rgb_to_codes(spec: ColorSpec, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """Luma weights (3,), chroma block weights (2, 3, fy, fx) and chroma bias (2,) for `spec`.
+
+    Made once per spec and device: a small tensor built from host values inside a batch is a
+    blocking host-to-device copy that would stall the CUDA pipeline on every frame.
+    """
+    yoff, yspan, coff, cspan = spec._scale()
+    kr, kb = spec.kr, spec.kb
+    kg = 1.0 - kr - kb
+    sx, sy = spec.layout.chroma_shift
+    fy, fx = 1 << sy, 1 << sx
+    luma = torch.tensor([kr, kg, kb]) * yspan
+    uv = torch.tensor([[-kr / (1 - kb) / 2, -kg / (1 - kb) / 2, 0.5], [0.5, -kg / (1 - kr) / 2, -kb / (1 - kr) / 2]])
+    # The mean over each chroma block and the matrix in one strided convolution.
+    weight = (uv * (cspan / (fy * fx))).view(2, 3, 1, 1).expand(2, 3, fy, fx).contiguous()
+    bias = torch.tensor([coff + 0.5, coff + 0.5])
+    return luma.to(device), weight.to(device), bias.to(device)
+
+
 def from_rgb(rgb: Tensor, spec: ColorSpec) -> list[Tensor]:
     """Code planes (uint8, or int16 holding up to 16 bits) for `spec` from (B, 3, H, W) RGB in [0, 1]."""
     layout = spec.layout
     rgb = rgb.float()
-    yoff, yspan, coff, cspan = spec._scale()
+    yoff = spec._scale()[0]
     top = spec.max_code
-    kr, kb = spec.kr, spec.kb
-    kg = 1.0 - kr - kb
     # +0.5 then truncation after clamping to [0, top] rounds to nearest.
     if layout.family == "gbr":
         codes = [rgb[:, c] * top + 0.5 for c in (1, 2, 0)]
     else:
-        codes = [torch.einsum("bchw,c->bhw", rgb, rgb.new_tensor([kr, kg, kb]).mul_(yspan)).add_(yoff + 0.5)]
+        luma, weight, bias = _rgb_to_codes(spec, rgb.device)
+        codes = [torch.einsum("bchw,c->bhw", rgb, luma).add_(yoff + 0.5)]
         if layout.family == "yuv":
-            sx, sy = layout.chroma_shift
-            fy, fx = 1 << sy, 1 << sx
+            fy, fx = weight.shape[-2:]
             height, width = rgb.shape[-2:]
             if height % fy or width % fx:
                 rgb = F.pad(rgb, (0, -width % fx, 0, -height % fy), mode="replicate")
-            uv = rgb.new_tensor(
-                [[-kr / (1 - kb) / 2, -kg / (1 - kb) / 2, 0.5], [0.5, -kg / (1 - kr) / 2, -kb / (1 - kr) / 2]]
-            ).mul_(cspan / (fy * fx))
-            # The mean over each chroma block and the matrix in one strided convolution.
-            weight = uv.view(2, 3, 1, 1).expand(2, 3, fy, fx).contiguous()
-            chroma = F.conv2d(rgb, weight, rgb.new_tensor([coff + 0.5, coff + 0.5]), stride=(fy, fx))
+            chroma = F.conv2d(rgb, weight, bias, stride=(fy, fx))
             codes += [chroma[:, 0], chroma[:, 1]]
     dtype = torch.uint8 if layout.bits <= 8 else torch.int16
     # int16 cannot hold 65535: go through int32 and let the cast wrap, which the host's

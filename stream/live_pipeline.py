@@ -453,6 +453,12 @@ class _Live:
 
     # -- inference (calling thread) ----------------------------------------------------------
     def infer(self) -> None:
+        try:
+            self._infer()
+        finally:
+            self.stage.settle()
+
+    def _infer(self) -> None:
         busy = 0.0  # seconds from taking a frame to its output (moving average)
         warned = False
         while not self.stop.is_set():

@@ -73,7 +73,8 @@ class _Slot:
         self.out: list[torch.Tensor] = []
         self.preview: torch.Tensor | None = None
         self.marks: list[tuple[str, object, object]] = []
-        self.done = torch.cuda.Event() if cuda else None
+        # Blocking: the host waits on it asleep rather than spinning a core the encoder needs.
+        self.done = torch.cuda.Event(blocking=True) if cuda else None
 
 
 class InferenceStage:
@@ -212,6 +213,13 @@ class InferenceStage:
         finished = [self._collect(slot) for slot in self.in_flight]
         self.in_flight.clear()
         return finished
+
+    def settle(self) -> None:
+        """Wait for the GPU work of a job that ends early: the slots' buffers were allocated on
+        the default stream, and freeing them under a pending copy or kernel would let the
+        allocator hand them out while still in use."""
+        if self.cuda:
+            torch.cuda.synchronize(self.slots[0].device[0].device)
 
 
 def put(q: queue.Queue, item: object, stop: threading.Event) -> bool:
@@ -382,18 +390,21 @@ def _message(err: BaseException) -> str:
 def _infer(stage: InferenceStage, decoded: queue.Queue, results: queue.Queue, size: int, stop: threading.Event) -> None:
     """The batcher and the inference stage: B frames at a time, the last batch possibly short."""
     batch: list[Frame] = []
-    while True:
-        item = get(decoded, stop)
-        if item is not END:
-            batch.append(item)
-            if len(batch) < size:
-                continue
-        if batch:
-            for result in stage.submit(batch):
-                if not put(results, result, stop):
-                    return
-            batch = []
-        if item is END:
-            break
-    for result in stage.drain():
-        put(results, result, stop)
+    try:
+        while True:
+            item = get(decoded, stop)
+            if item is not END:
+                batch.append(item)
+                if len(batch) < size:
+                    continue
+            if batch:
+                for result in stage.submit(batch):
+                    if not put(results, result, stop):
+                        return
+                batch = []
+            if item is END:
+                break
+        for result in stage.drain():
+            put(results, result, stop)
+    finally:
+        stage.settle()
