@@ -13,6 +13,10 @@ then in one call, carrying .gpu and .whl:
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
     python3 -m pip install -q --no-deps --no-build-isolation -e .
     PYTHONUNBUFFERED=1 python3 benchmarks/gpu_suite.py --weights .gpu/BRN_R100L.pth --data .gpu/Rain100L --out $OUT
+and the speed table (issue 5) in the next, the same installs first; every compile row builds
+its shape once (tens of seconds), so split the resolutions over calls if it runs long:
+    python3 -m derain.stream.cli bench --device cuda --resolution 1280x720,1920x1080 --batch 1,2,4,8 \
+        --engine eager,compile --precision fp16,bf16,fp32 --json $OUT/bench.json
 
 The built-in weights (issue 7) train far faster there than on a CPU: put the training images
 in .gpu/clean (the snippet in models/weights/MODEL_CARD.md writes them), then in one call
