@@ -85,6 +85,9 @@ class AuthorsBaseline:
         start = time.perf_counter()
         self.device = device
         self.module = AuthorsBRN.from_brn(model).to(device)
+        if device.type == "cuda":
+            # FP32 as the authors ran it (their GPUs had no TF32), whichever engine ran before.
+            torch.backends.cudnn.allow_tf32 = False
         self.build_seconds = time.perf_counter() - start
 
     def run(self, frame: np.ndarray) -> np.ndarray:

@@ -55,3 +55,15 @@ def select_precision(name: str | None, device: torch.device) -> str:
     if name not in PRECISIONS:
         raise EngineError(f"--precision {name!r}: use one of {', '.join(PRECISIONS)}")
     return name
+
+
+def configure_cudnn(precision: str) -> None:
+    """cuDNN settings for a video job's convolutions (process-wide, as cuDNN's flags are).
+
+    Every frame of a job has one shape, so timing cuDNN's algorithms once per shape
+    (`benchmark`) pays for itself within a few frames. And "fp32" means FP32: PyTorch lets
+    cuDNN run FP32 convolutions in TF32 (a 10-bit mantissa) by default.
+    """
+    torch.backends.cudnn.benchmark = True
+    if precision == "fp32":
+        torch.backends.cudnn.allow_tf32 = False

@@ -6,7 +6,7 @@ import copy
 import time
 
 import torch
-from derain.engines.base import PRECISIONS, EngineError
+from derain.engines.base import PRECISIONS, EngineError, configure_cudnn
 from derain.models.brn import BRN, Derainer
 from torch import Tensor
 
@@ -23,6 +23,7 @@ class CompileEngine:
             raise EngineError("--engine compile needs a CUDA GPU here; use --engine eager on the CPU")
         start = time.perf_counter()
         self.device, self.precision, self.dtype = device, precision, PRECISIONS[precision]
+        configure_cudnn(precision)
         module = Derainer(copy.deepcopy(model)).eval().to(device=device, dtype=self.dtype)
         module = module.to(memory_format=torch.channels_last)
         self._shapes: set[tuple[int, ...]] = set()

@@ -6,7 +6,7 @@ import copy
 import time
 
 import torch
-from derain.engines.base import PRECISIONS
+from derain.engines.base import PRECISIONS, configure_cudnn
 from derain.models.brn import BRN, Derainer
 from torch import Tensor
 
@@ -21,6 +21,7 @@ class EagerEngine:
         self.dtype = PRECISIONS[precision]
         module = Derainer(copy.deepcopy(model)).eval().to(device=device, dtype=self.dtype)
         if device.type == "cuda":
+            configure_cudnn(precision)
             module = module.to(memory_format=torch.channels_last)
         self.module = module
         self.build_seconds = time.perf_counter() - start
