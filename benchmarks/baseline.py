@@ -13,6 +13,8 @@ import time
 
 import numpy as np
 import torch
+from torch import Tensor, nn
+
 from derain.models.brn import (
     BRN,
     FEATURES,
@@ -21,7 +23,6 @@ from derain.models.brn import (
     VARIANTS,
     to_authors_state_dict,
 )
-from torch import Tensor, nn
 
 # The authors declare five residual blocks in both branches; the rain branch calls three.
 DECLARED_BLOCKS = 5

@@ -8,15 +8,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
 from derain.benchmarks.end_to_end import video_size
 from derain.benchmarks.runner import Plan, run_bench
 from derain.engines import BACKENDS, PRECISIONS, select_device
 from derain.models.brn import BRN, VARIANTS
 from derain.models.hub import load_model
 from derain.stream.options import console
-from rich import box
-from rich.console import Console
-from rich.table import Table
 
 GPU_RESOLUTIONS = [(640, 360), (1280, 720), (1920, 1080), (3840, 2160)]
 # A 160x120 frame takes about half a second on a 2-core CPU: enough to see the shape of things.

@@ -18,6 +18,7 @@ from __future__ import annotations
 import av
 import numpy as np
 import torch
+
 from derain.models.metrics import psnr
 from derain.stream.color import (
     ColorSpec,

@@ -18,8 +18,8 @@ import torch
 
 from derain.engines import Engine
 from derain.models.synth import RainStyle, RainVideo
-from derain.stream.demo import clean_frames
 from derain.stream.decode import open_source
+from derain.stream.demo import clean_frames
 from derain.stream.encode import CODEC_BY_SUFFIX, DEFAULT_CRF
 from derain.stream.pipeline import VideoJob, run_video
 from derain.stream.stats import Stats

@@ -42,6 +42,7 @@ from pathlib import Path
 
 import av
 import torch
+
 from derain.benchmarks.end_to_end import make_rainy_clip, transcode
 from derain.engines import Engine, EngineError, build_engine
 from derain.models.data import find_pairs, read_image

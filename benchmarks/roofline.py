@@ -19,9 +19,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
+from torch import Tensor, nn
+
 from derain.engines import PRECISIONS
 from derain.models.brn import BRN, Derainer
-from torch import Tensor, nn
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
 from derain.benchmarks.baseline import AuthorsBaseline
 from derain.benchmarks.end_to_end import SUFFIX, end_to_end, transcode
 from derain.benchmarks.harness import (

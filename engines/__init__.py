@@ -11,6 +11,7 @@ import importlib.util
 from collections.abc import Callable
 
 import torch
+
 from derain.engines.accuracy import check_accuracy, psnr_vs_fp32
 from derain.engines.base import (
     PRECISIONS,

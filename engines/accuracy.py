@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from torch import Tensor
+
 from derain.engines.base import Engine, EngineError
 from derain.engines.eager import EagerEngine
 from derain.models.brn import BRN
 from derain.models.metrics import psnr
-from torch import Tensor
 
 MIN_PSNR_DB = 45.0
 

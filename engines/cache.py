@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
 from derain.models.brn import BRN
 from derain.models.files import sha256_file
 from derain.models.hub import cache_root

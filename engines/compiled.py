@@ -6,9 +6,10 @@ import copy
 import time
 
 import torch
+from torch import Tensor
+
 from derain.engines.base import PRECISIONS, EngineError, configure_cudnn
 from derain.models.brn import BRN, Derainer
-from torch import Tensor
 
 # reduce-overhead: CUDA graphs without the minutes of autotuning that max-autotune spends on
 # every convolution shape; `derain bench` measures both.

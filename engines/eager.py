@@ -6,9 +6,10 @@ import copy
 import time
 
 import torch
+from torch import Tensor
+
 from derain.engines.base import PRECISIONS, configure_cudnn
 from derain.models.brn import BRN, Derainer
-from torch import Tensor
 
 
 class EagerEngine:

@@ -12,10 +12,11 @@ import warnings
 from pathlib import Path
 
 import torch
+from torch import Tensor
+
 from derain.engines.base import EngineError
 from derain.engines.cache import EngineCache, weights_hash
 from derain.models.brn import BRN, Derainer
-from torch import Tensor
 
 OPSET = 18
 INPUT_NAME = "rainy"

@@ -16,10 +16,11 @@ import time
 from pathlib import Path
 
 import torch
+from torch import Tensor
+
 from derain.engines.base import PRECISIONS, EngineError
 from derain.engines.cache import EngineCache, device_key, weights_hash
 from derain.models.brn import BRN, Derainer
-from torch import Tensor
 
 ARTEFACT = "engine.ep"
 

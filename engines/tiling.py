@@ -9,8 +9,9 @@ of a dB of the untiled one on real images.
 from __future__ import annotations
 
 import torch
-from derain.engines.base import Engine, EngineError
 from torch import Tensor
+
+from derain.engines.base import Engine, EngineError
 
 
 def tile_starts(size: int, tile: int, overlap: int) -> list[int]:

@@ -10,11 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from derain.models.brn import BRN, CheckpointError, checkpoint_filter_fn, detect_variant
-from derain.models.files import atomic_path, sha256_file
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
+
+from derain.models.brn import BRN, CheckpointError, checkpoint_filter_fn, detect_variant
+from derain.models.files import atomic_path, sha256_file
 
 FORMAT = "derain-brn"
 FORMAT_VERSION = "1"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from derain.models.data import ImageError, read_image, read_image_uint8
 from derain.models.metrics import psnr_y, ssim_y, to_uint8_truncated
 

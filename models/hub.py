@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import platformdirs
+
 from derain.models.brn import BRN, CheckpointError, PretrainedCfg, pretrained_cfgs
 from derain.models.checkpoint import load_checkpoint
 from derain.models.files import atomic_path

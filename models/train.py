@@ -27,14 +27,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from derain.engines.base import EngineError, select_device
-from derain.models.brn import BRN
-from derain.models.checkpoint import load_checkpoint, save_checkpoint
-from derain.models.data import find_pairs, list_images, read_image
-from derain.models.files import atomic_path
-from derain.models.hub import load_model
-from derain.models.metrics import psnr_y, ssim, ssim_y, to_uint8_truncated
-from derain.models.synth import RainSampler, add_rain
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -43,6 +35,15 @@ from rich.progress import (
     TextColumn,
     TimeRemainingColumn,
 )
+
+from derain.engines.base import EngineError, select_device
+from derain.models.brn import BRN
+from derain.models.checkpoint import load_checkpoint, save_checkpoint
+from derain.models.data import find_pairs, list_images, read_image
+from derain.models.files import atomic_path
+from derain.models.hub import load_model
+from derain.models.metrics import psnr_y, ssim, ssim_y, to_uint8_truncated
+from derain.models.synth import RainSampler, add_rain
 
 IMAGE_WEIGHT = 0.55
 RAIN_WEIGHT = 0.45

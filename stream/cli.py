@@ -19,7 +19,6 @@ from derain.engines.tensorrt import serialize_engine
 from derain.models.brn import CheckpointError, pretrained_cfgs
 from derain.models.data import IMAGE_SUFFIXES, ImageError, find_pairs, read_image
 from derain.models.evaluate import ImageScore, evaluate
-from derain.models.train import TrainError, add_train_parser
 from derain.models.hub import (
     BUILTIN_NAME,
     BUILTIN_PATH,
@@ -30,12 +29,13 @@ from derain.models.hub import (
     is_cached,
     load_model,
 )
-from derain.stream.images import ImageJob, plan_jobs, run_jobs
-from derain.stream.errors import VideoError
+from derain.models.train import TrainError, add_train_parser
 from derain.stream.demo import add_demo_parser
-from derain.stream.video import add_video_parser
+from derain.stream.errors import VideoError
+from derain.stream.images import ImageJob, plan_jobs, run_jobs
 from derain.stream.live import add_live_parser
 from derain.stream.options import add_engine_options, add_weights_option, console, engine_from_args, guard_accuracy
+from derain.stream.video import add_video_parser
 
 # Errors whose message is already one line that says what to do.
 USER_ERRORS = (

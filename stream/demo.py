@@ -17,6 +17,8 @@ import av
 import cv2
 import numpy as np
 import torch
+from skimage import data as samples
+
 from derain.models.metrics import psnr
 from derain.models.synth import RainStyle, RainVideo
 from derain.stream.color import (
@@ -32,7 +34,6 @@ from derain.stream.options import add_engine_options, console, engine_from_args
 from derain.stream.pipeline import VideoJob, run_video
 from derain.stream.stats import Stats, progress_bar
 from derain.stream.video import report
-from skimage import data as samples
 
 WIDTH, HEIGHT, FPS, SECONDS_PER_SCENE = 160, 120, 20, 1.0
 # Colour photographs that ship inside scikit-image's wheel (the others need pooch and a network).

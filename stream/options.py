@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from rich.console import Console
-
 import torch
+from rich.console import Console
 from torch import Tensor
 
 from derain.engines import BACKENDS, PRECISIONS, Engine, build_engine, check_accuracy

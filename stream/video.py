@@ -15,7 +15,6 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-
 from derain.stream.decode import Source
 from derain.stream.encode import EncodeOptions, Sink
 from derain.stream.errors import VideoError

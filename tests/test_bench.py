@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import random_brn
+from torch import nn
+
 from derain.benchmarks.baseline import AuthorsBaseline, AuthorsBRN
 from derain.benchmarks.harness import FramePool
 from derain.benchmarks.roofline import frame_cost
@@ -21,7 +23,6 @@ from derain.benchmarks.runner import Plan, run_bench
 from derain.engines.eager import EagerEngine
 from derain.models.brn import BRN, VARIANTS, conv_flops
 from derain.stream.cli import build_parser, main
-from torch import nn
 
 ROW_FIELDS = {
     "engine", "precision", "batch", "height", "width", "fps", "latency_ms_p50", "latency_ms_p99",

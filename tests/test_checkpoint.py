@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import OFFICIAL, needs_official, random_brn
+from safetensors.torch import save_file
+
 from derain.models import CheckpointError, load_checkpoint, save_checkpoint
 from derain.models.brn import to_authors_state_dict
 from derain.models.checkpoint import read_metadata
 from derain.models.files import sha256_file
-from safetensors.torch import save_file
 
 
 def authors_file(tmp_path: Path, variant: str = "brn", legacy: bool = True, **changes) -> Path:

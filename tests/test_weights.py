@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import OFFICIAL, needs_official, random_brn
+
 from derain.models import CheckpointError, load_model, resolve_weights
 from derain.models.brn import PretrainedCfg, pretrained_cfgs, to_authors_state_dict
 from derain.models.files import sha256_file
