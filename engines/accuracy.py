@@ -12,18 +12,25 @@ from derain.models.metrics import psnr
 MIN_PSNR_DB = 45.0
 
 
-def psnr_vs_fp32(engine: Engine, model: BRN, frame: Tensor) -> float:
-    """PSNR in dB (peak 1) of the engine's output against the FP32 model on the same device."""
-    reference = EagerEngine(model, engine.device, "fp32").run(frame.to(engine.device)).float()
-    output = engine.run(frame.to(engine.device)).float()
+def psnr_vs_fp32(engine: Engine, model: BRN, frame: Tensor, batch: int = 1) -> float:
+    """PSNR in dB (peak 1) of the engine's output against the FP32 model on the same device.
+
+    The engine sees the frame repeated to `batch`, the job's batch size, so that an engine
+    built per shape (compile, tensorrt) builds the shape the job will use, and only that one.
+    """
+    frame = frame[:1].to(engine.device)
+    reference = EagerEngine(model, engine.device, "fp32").run(frame).float()
+    output = engine.run(frame.expand(batch, -1, -1, -1).contiguous())[:1].float()
     return psnr(output, reference)
 
 
-def check_accuracy(engine: Engine, model: BRN, frame: Tensor, allow_lossy: bool = False, warn=print) -> float | None:
+def check_accuracy(
+    engine: Engine, model: BRN, frame: Tensor, allow_lossy: bool = False, warn=print, batch: int = 1
+) -> float | None:
     """None for FP32 engines; else the PSNR, raising EngineError under 45 dB unless allowed."""
     if engine.precision == "fp32":
         return None
-    db = psnr_vs_fp32(engine, model, frame)
+    db = psnr_vs_fp32(engine, model, frame, batch)
     if db < MIN_PSNR_DB:
         message = (
             f"--precision {engine.precision} on the {engine.backend} engine differs from fp32 by "

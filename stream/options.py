@@ -59,9 +59,10 @@ def engine_from_args(args: argparse.Namespace) -> tuple[BRN, Engine]:
     return model, engine
 
 
-def guard_accuracy(args: argparse.Namespace, engine: Engine, model: BRN, frame: Tensor) -> None:
+def guard_accuracy(args: argparse.Namespace, engine: Engine, model: BRN, frame: Tensor, batch: int = 1) -> None:
     """Refuse (or, with --allow-lossy, warn about) a reduced-precision engine that drifts from fp32."""
-    psnr = check_accuracy(engine, model, frame, args.allow_lossy, warn=lambda m: console.print(f"[yellow]{m}[/yellow]"))
+    warn = lambda m: console.print(f"[yellow]{m}[/yellow]")
+    psnr = check_accuracy(engine, model, frame, args.allow_lossy, warn=warn, batch=batch)
     if psnr is not None:
         console.print(f"[dim]{engine.precision} vs fp32 on the first frame: {psnr:.1f} dB PSNR[/dim]")
 
@@ -77,7 +78,24 @@ def open_preview(args: argparse.Namespace, title: str) -> Preview | None:
     return Preview(title)
 
 
-def guard_first_frame(args: argparse.Namespace, engine: Engine, model: BRN, source: Source) -> None:
-    """`guard_accuracy` on the source's first decoded frame, converted as the pipeline converts it."""
+def guard_first_frame(args: argparse.Namespace, engine: Engine, model: BRN, source: Source, batch: int = 1) -> None:
+    """Build the engine for the job's batch shape and run `guard_accuracy`, on the source's first
+    decoded frame converted as the pipeline converts it.
+
+    Engines built per shape (compile, tensorrt: minutes the first time for TensorRT) build here,
+    under a spinner that Ctrl-C stops, rather than silently under the progress bar.
+    """
     rgb = to_rgb([torch.from_numpy(p.copy())[None] for p in source.first_planes()], source.color)
-    guard_accuracy(args, engine, model, rgb.clamp(0, 1).to(engine.device, engine.dtype))
+    rgb = rgb.clamp(0, 1).to(engine.device, engine.dtype)
+    builds = engine.backend in ("compile", "tensorrt")
+    if engine.precision == "fp32" and not builds:
+        return
+    shape = f"{batch}x3x{source.height}x{source.width}"
+    with console.status(f"preparing the {engine.backend} engine for {shape} {engine.precision} (built once per shape)"):
+        before = engine.build_seconds
+        if engine.precision == "fp32":
+            engine.run(rgb.expand(batch, -1, -1, -1).contiguous())
+        else:
+            guard_accuracy(args, engine, model, rgb, batch)
+    if engine.build_seconds - before >= 1:
+        console.print(f"[dim]{engine.backend} engine for {shape} ready in {engine.build_seconds - before:.1f} s[/dim]")

@@ -343,9 +343,11 @@ def run_video(
 
     workers = [Worker("derain-decode", decode, stop), Worker("derain-encode", encode, stop)]
     failure: BaseException | None = None
+    started = False  # past on_start (the engine's build and accuracy guard): frames may flow
     context = on_start(source, sink) if on_start else contextlib.nullcontext()
     try:
         with context:
+            started = True
             for worker in workers:
                 worker.start()
             _infer(stage, decoded, results, job.batch, stop)
@@ -376,10 +378,10 @@ def run_video(
             summary.output_kept = False
     if failure is None or summary.interrupted:
         return summary
-    if isinstance(failure, MIDFILE_ERRORS):
+    if isinstance(failure, MIDFILE_ERRORS) and started:
         summary.error = _message(failure)
         return summary
-    raise failure
+    raise failure  # a refusal before the first frame is the caller's one-line error
 
 
 def _message(err: BaseException) -> str:

@@ -101,7 +101,7 @@ def cmd_video(args: argparse.Namespace) -> int:
 
     @contextlib.contextmanager
     def on_start(source: Source, sink: Sink) -> Iterator[None]:
-        guard_first_frame(args, engine, model, source)
+        guard_first_frame(args, engine, model, source, args.batch)
         console.print(
             f"[dim]{source.path}: {source.width}x{source.height} {source.layout.format}, "
             f"{float(source.rate or 0):.3g} fps, {len(source.passthrough)} stream(s) copied -> "

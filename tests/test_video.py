@@ -18,6 +18,7 @@ import torch
 from conftest import random_brn
 from videos import IdentityEngine, ModelEngine, make_video, video_info
 
+from derain.models import save_checkpoint
 from derain.stream.cli import main
 from derain.stream.color import ColorSpec, from_rgb, layout_of, to_rgb
 from derain.stream.decode import InputError
@@ -235,6 +236,20 @@ def test_cli_json_and_no_overwrite(tmp_path: Path, tiny_checkpoint: Path, capsys
     assert main([*args, "--overwrite", "--crf", "0"]) == 0
     assert main(["video", str(tmp_path / "missing.mp4"), "-o", str(tmp_path / "x.mp4"), "--weights", str(tiny_checkpoint)]) == 2
     assert "missing.mp4: no such file" in capsys.readouterr().err
+
+
+def test_reduced_precision_guard_on_the_first_frame(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    src = make_video(tmp_path / "in.mp4", frames=3, size=(32, 24))
+    dst = tmp_path / "out.mp4"
+    # Large random weights amplify bf16 rounding far past the 45 dB guard: refused, nothing left behind.
+    weights = save_checkpoint(random_brn(stages=1), tmp_path / "loud.safetensors", training_data="random")
+    args = ["video", str(src), "-o", str(dst), "--weights", str(weights), "--device", "cpu", "--precision", "bf16", "--batch", "2"]
+    assert main(args) == 2
+    assert "differs from fp32" in capsys.readouterr().err and not dst.exists()
+    assert main([*args, "--allow-lossy"]) == 0
+    err = capsys.readouterr().err
+    assert "going on because of --allow-lossy" in err and "bf16 vs fp32 on the first frame" in err
+    assert len(video_info(dst)["pts"]) == 3
 
 
 def test_sigint_mid_file_finalises_the_output(tmp_path: Path, tiny_checkpoint: Path) -> None:
