@@ -151,8 +151,9 @@ class RainSampler:
     """Draws random rain styles: mostly light Rain100L-like streaks, some heavy Rain100H-like rain.
 
     Light: one or two layers at one angle covering 2-12 % of the image, thin (width 1-2 px),
-    near-vertical (|angle| mostly under 15 degrees, up to 35), length 10-45 px; a second layer
-    is shorter and fainter (farther drops). Heavy: two or three layers of wider
+    faint to bright (intensity 0.2-0.95), mostly near-vertical (|angle| under 17 degrees for
+    two thirds of them, up to 35), length 10-60 px; a second layer is shorter and fainter
+    (farther drops). Heavy: two or three layers of wider
     streaks covering 5-20 % each at a shared wind angle, with haze and accumulation.
 
     Density is drawn as coverage (area the streaks paint, about density x length x width) so a
@@ -163,12 +164,12 @@ class RainSampler:
     max_angle: float = 35.0
 
     def light(self, rng: np.random.Generator) -> list[RainStyle]:
-        angle = float(np.clip(rng.normal(0.0, self.max_angle / 3), -self.max_angle, self.max_angle))
-        coverage, intensity = _log_uniform(rng, 0.02, 0.12), float(rng.uniform(0.35, 0.95))
+        angle = float(np.clip(rng.normal(0.0, self.max_angle / 2), -self.max_angle, self.max_angle))
+        coverage, intensity = _log_uniform(rng, 0.02, 0.12), float(rng.uniform(0.2, 0.95))
         # Real light rain mixes near and far drops: often a second layer of shorter, fainter
         # streaks at the same angle shares the coverage with the first.
         layers = 1 if rng.random() < 0.5 else 2
-        near_length, near_width = float(rng.uniform(10, 45)), float(rng.uniform(1.0, 2.0))
+        near_length, near_width = float(rng.uniform(10, 60)), float(rng.uniform(1.0, 2.0))
         styles = []
         for k in range(layers):
             length, width = (max(4.0, near_length * 0.4), 1.0) if k else (near_length, near_width)
