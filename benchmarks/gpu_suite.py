@@ -6,10 +6,13 @@ does not. Each part writes a markdown table and a JSON file into --out.
 
 On a device machine (the device tool's README), prepare here, in the repository root:
     echo /.gpu/ >> .git/info/exclude; echo /.whl/ >> .git/info/exclude
-    mkdir -p .gpu && cp ../shared/weights/official/BRN_R100L.pth .gpu/ && cp -r ../shared/data/Rain100L .gpu/
+    mkdir -p .gpu/Rain100L/input .gpu/Rain100L/target && cp ../shared/weights/official/BRN_R100L.pth .gpu/
+    for i in $(seq 1 30); do for d in input target; do cp ../shared/data/Rain100L/$d/$i.png .gpu/Rain100L/$d/; done; done
+    cp -r out/builtin-clean .gpu/clean   # the training images (models/weights/MODEL_CARD.md makes them)
     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d .whl av platformdirs
-then in one call, carrying .gpu and .whl:
+(30 of the 100 pairs: the whole set and the PyAV wheel together pass the device tool's 64 MiB
+carry limit), then in one call, carrying .gpu and .whl:
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
     python3 -m pip install -q --no-deps --no-build-isolation -e .
     PYTHONUNBUFFERED=1 python3 benchmarks/gpu_suite.py --weights .gpu/BRN_R100L.pth --data .gpu/Rain100L --out $OUT
@@ -18,14 +21,14 @@ its shape once (tens of seconds), so split the resolutions over calls if it runs
     python3 -m derain.stream.cli bench --device cuda --resolution 1280x720,1920x1080 --batch 1,2,4,8 \
         --engine eager,compile --precision fp16,bf16,fp32 --json $OUT/bench.json
 
-The built-in weights (issue 7) train far faster there than on a CPU: put the training images
-in .gpu/clean (the snippet in models/weights/MODEL_CARD.md writes them), then in one call
-(same installs first; `timeout` sends SIGTERM, after which the run saves and can resume):
-    timeout 420 derain train --data .gpu/clean --synthetic-rain --out $OUT/train --init builtin \
-        --l1 1.0 --heavy-fraction 0.1 --epochs 40 --steps-per-epoch 250 --device cuda
-    derain eval .gpu/Rain100L --weights $OUT/train/last.safetensors --precision fp32 --json $OUT/eval.json
+The built-in weights (issue 7) train far faster there than on a CPU; in one call (same
+installs first; `timeout` sends SIGTERM, after which the run saves and can resume):
+    timeout 420 python3 -m derain.stream.cli train --data .gpu/clean --synthetic-rain --out /tmp/train \
+        --init builtin --l1 1.0 --heavy-fraction 0.1 --epochs 40 --steps-per-epoch 250 --device cuda
+    cp /tmp/train/last.safetensors /tmp/train/log.jsonl $OUT/
 Pick --epochs x --steps-per-epoch from the steps/s the first epoch logs, so that the learning
-rate schedule ends inside the call.
+rate schedule ends inside the call (the run folder holds a checkpoint per epoch: only 8 files
+come back from $OUT). Score the result here, on all 100 pairs, with `derain eval`.
 """
 
 from __future__ import annotations
