@@ -126,6 +126,24 @@ def interrupt_when(condition: Callable[[], bool], seconds: float) -> threading.T
     return thread
 
 
+def in_background(body: Callable[[], None]) -> list[BaseException]:
+    """Run `body` on a thread that Ctrl-Cs the main thread (where run_live runs) when it ends,
+    however it ends: a step that fails then fails the test instead of leaving run_live running
+    forever. Returns the list its error, if any, lands in."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            body()
+        except BaseException as err:
+            errors.append(err)
+        finally:
+            _thread.interrupt_main()
+
+    threading.Thread(target=run, daemon=True).start()
+    return errors
+
+
 def live_threads() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith("derain-live")]
 
@@ -269,12 +287,11 @@ def test_reconnects_and_records_both_sides_of_the_gap(server: RtspServer, tmp_pa
         marks["restarted"] = stats.elapsed
         written = stats.written
         wait_for(lambda: stats.reconnects >= 1 and stats.written >= written + 15, 30, "frames after the reconnect")
-        _thread.interrupt_main()
 
-    chaos = threading.Thread(target=crash_and_restart, daemon=True)
-    chaos.start()
+    errors = in_background(crash_and_restart)
     summary = run_live(job(server.url, output=out, backoff_first=0.2), IdentityEngine(), stats)
-    chaos.join(5)
+    if errors:
+        raise errors[0]
     assert summary.stopped_by == "SIGINT" and summary.error is None
     assert summary.stats["reconnects"] >= 1
     assert live_threads() == []
@@ -409,16 +426,15 @@ def test_hung_server_is_a_drop_and_a_stop_does_not_wait_for_it(server: RtspServe
         os.kill(server.process.pid, signal.SIGSTOP)
         time.sleep(0.3)  # the reader is now inside a read that will not return for --timeout
         result["interrupted"] = time.monotonic()
-        _thread.interrupt_main()
 
-    thread = threading.Thread(target=freeze_thaw_freeze, daemon=True)
-    thread.start()
+    errors = in_background(freeze_thaw_freeze)
     try:
         summary = run_live(job(server.url, timeout=1.5, output=tmp_path / "rec.mkv", backoff_first=0.2), IdentityEngine(), stats)
-        stopped_in = time.monotonic() - result["interrupted"]
-        thread.join(5)
     finally:
         os.kill(server.process.pid, signal.SIGCONT)
+    if errors:
+        raise errors[0]
+    stopped_in = time.monotonic() - result["interrupted"]
     assert summary.stopped_by == "SIGINT" and summary.stats["reconnects"] >= 1
     assert any("no data within the read timeout" in s for s in states), states
     assert stopped_in < 1.5
