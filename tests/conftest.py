@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,15 @@ def needs(path: Path) -> pytest.MarkDecorator:
 
 needs_official = needs(OFFICIAL)
 needs_rain100l = needs(RAIN100L)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _ctrl_c_raises() -> None:
+    """Tests Ctrl-C the main thread with `_thread.interrupt_main`, which does nothing when SIGINT
+    is ignored - as it is for a runner that starts pytest in the background (`cmd &` in a
+    script). Python's own handler makes Ctrl-C raise KeyboardInterrupt however pytest was
+    started; subprocesses start with SIGINT at its default again."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
