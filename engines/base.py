@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Protocol
 
 import torch
@@ -67,3 +68,20 @@ def configure_cudnn(precision: str) -> None:
     torch.backends.cudnn.benchmark = True
     if precision == "fp32":
         torch.backends.cudnn.allow_tf32 = False
+
+
+def built_shape_for(shape: tuple[int, ...], built: Iterable[tuple[int, ...]]) -> tuple[int, ...] | None:
+    """The already-built shape that runs a batch of `shape`: the shape itself, or a larger batch
+    of the same frame size (a short last batch runs padded rather than building anew); None
+    when neither exists."""
+    built = list(built)
+    if shape in built:
+        return shape
+    return next((s for s in built if s[1:] == shape[1:] and s[0] > shape[0]), None)
+
+
+def pad_batch(batch: Tensor, size: int) -> Tensor:
+    """`batch` with zero frames appended up to `size` frames."""
+    if batch.shape[0] == size:
+        return batch
+    return torch.cat((batch, batch.new_zeros((size - batch.shape[0], *batch.shape[1:]))))

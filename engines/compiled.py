@@ -8,7 +8,7 @@ import time
 import torch
 from torch import Tensor
 
-from derain.engines.base import PRECISIONS, EngineError, configure_cudnn
+from derain.engines.base import PRECISIONS, EngineError, built_shape_for, configure_cudnn, pad_batch
 from derain.models.brn import BRN, Derainer
 
 # reduce-overhead: CUDA graphs without the minutes of autotuning that max-autotune spends on
@@ -37,12 +37,11 @@ class CompileEngine:
         batch = batch.to(device=self.device, dtype=self.dtype).contiguous(memory_format=torch.channels_last)
         # A short last batch runs padded on the graph of a full one: a new shape would compile
         # and record again in the middle of the job.
-        full = shape if shape in self._shapes else next((s for s in self._shapes if s[1:] == shape[1:] and s[0] > shape[0]), None)
+        full = built_shape_for(shape, self._shapes)
         if full is None:
             self._prepare(batch)
         elif full != shape:
-            pad = batch.new_zeros((full[0] - shape[0], *shape[1:]))
-            batch = torch.cat((batch, pad)).contiguous(memory_format=torch.channels_last)
+            batch = pad_batch(batch, full[0]).contiguous(memory_format=torch.channels_last)
         torch.compiler.cudagraph_mark_step_begin()
         # A CUDA graph reuses its output buffer on the next replay: the caller gets its own copy.
         return self.module(batch)[: shape[0]].clone()

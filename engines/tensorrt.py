@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from derain.engines.base import PRECISIONS, EngineError
+from derain.engines.base import PRECISIONS, EngineError, built_shape_for, pad_batch
 from derain.engines.cache import EngineCache, device_key, weights_hash
 from derain.models.brn import BRN, Derainer
 
@@ -124,14 +124,12 @@ class TensorRTEngine:
     def run(self, batch: Tensor) -> Tensor:
         shape = tuple(batch.shape)
         # A short last batch runs on the engine of the full batch, padded.
-        full = shape if shape in self.modules else next((s for s in self.modules if s[1:] == shape[1:] and s[0] > shape[0]), None)
+        full = built_shape_for(shape, self.modules)
         if full is None:
             self.build(shape)  # type: ignore[arg-type]
             full = shape
         with torch.inference_mode(), torch.cuda.device(self.device):
-            batch = batch.to(device=self.device, dtype=self.dtype).contiguous()
-            if full != shape:
-                batch = torch.cat((batch, batch.new_zeros((full[0] - shape[0], *shape[1:]))))
+            batch = pad_batch(batch.to(device=self.device, dtype=self.dtype).contiguous(), full[0])
             return self.modules[full](batch)[: shape[0]]
 
 

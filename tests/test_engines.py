@@ -21,6 +21,7 @@ from derain.engines import (
     choose_backend,
     psnr_vs_fp32,
 )
+from derain.engines.base import built_shape_for, pad_batch
 from derain.engines.cache import weights_hash
 from derain.engines.tiling import tile_starts
 from derain.models import derain, load_model
@@ -56,6 +57,19 @@ def test_eager_bf16_is_close_and_guarded() -> None:
     assert check_accuracy(engine, model, y, allow_lossy=True, warn=warnings.append) is not None
     assert warnings and "45 dB" in warnings[0]
     assert check_accuracy(build_engine(model, "eager", "cpu", "fp32"), model, y) is None
+
+
+def test_short_batch_runs_on_a_built_larger_batch() -> None:
+    """compile and tensorrt share this choice; they only run on a GPU, the choice runs anywhere."""
+    built = [(4, 3, 48, 64), (1, 3, 24, 32)]
+    assert built_shape_for((4, 3, 48, 64), built) == (4, 3, 48, 64)
+    assert built_shape_for((3, 3, 48, 64), built) == (4, 3, 48, 64)
+    assert built_shape_for((2, 3, 24, 32), built) is None  # no larger batch of this size
+    assert built_shape_for((1, 3, 48, 32), built) is None
+    batch = torch.rand(3, 3, 8, 8)
+    padded = pad_batch(batch, 4)
+    assert padded.shape == (4, 3, 8, 8) and torch.equal(padded[:3], batch) and not padded[3].any()
+    assert pad_batch(batch, 3) is batch
 
 
 def test_guard_runs_the_jobs_batch_shape() -> None:
