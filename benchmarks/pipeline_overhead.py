@@ -15,15 +15,15 @@ import argparse
 import platform
 import resource
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 from derain.benchmarks.end_to_end import make_rainy_clip, transcode
+from derain.benchmarks.harness import measure
 from derain.stream.color import BT709, RANGE_LIMITED, ColorSpec, from_rgb, layout_of, to_rgb
 from derain.stream.encode import DEFAULT_CRF, EncodeOptions
-from derain.stream.pipeline import VideoJob, run_video
+from derain.stream.pipeline import VideoJob, one_torch_thread, run_video
 
 WIDTH, HEIGHT, FPS = 1280, 720, 30
 
@@ -46,27 +46,17 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def conversion_ms(repeats: int = 30) -> tuple[float, float]:
-    """Best-of-5 ms of to_rgb and from_rgb for one 720p 4:2:0 frame on one torch thread."""
+def conversion_ms(iterations: int = 30) -> tuple[float, float]:
+    """Median ms of to_rgb and from_rgb for one 720p 4:2:0 frame, on one torch thread as in the pipeline."""
     spec = ColorSpec.of(layout_of("yuv420p"), BT709, RANGE_LIMITED, HEIGHT)
     gen = torch.Generator().manual_seed(0)
     planes = [torch.randint(16, 236, (1, h, w), dtype=torch.uint8, generator=gen) for h, w in spec.layout.plane_shapes(WIDTH, HEIGHT)]
     rgb = to_rgb(planes, spec)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        times = []
-        for fn in (lambda: to_rgb(planes, spec), lambda: from_rgb(rgb, spec)):
-            best = float("inf")
-            for _ in range(5):
-                start = time.perf_counter()
-                for _ in range(repeats):
-                    fn()
-                best = min(best, (time.perf_counter() - start) / repeats)
-            times.append(1000 * best)
-    finally:
-        torch.set_num_threads(before)
-    return times[0], times[1]
+    cpu = torch.device("cpu")
+    with one_torch_thread():
+        rgb_in = measure(lambda p: to_rgb(p, spec), [planes], 3, iterations, 1, cpu)
+        rgb_out = measure(lambda x: from_rgb(x, spec), [rgb], 3, iterations, 1, cpu)
+    return rgb_in.percentile_ms(50), rgb_out.percentile_ms(50)
 
 
 def pipeline(src: Path, dst: Path, device: torch.device, batch: int) -> tuple[int, float, dict]:
@@ -112,7 +102,7 @@ def main() -> None:
           f"pipeline {1000 * min(cpu_piped) / frames:.1f}")
     print("pipeline stage busy time, ms/frame: " + ", ".join(f"{k} {1000 * v / frames:.1f}" for k, v in stages.items() if v))
     rgb_in, rgb_out = conversion_ms()
-    print(f"conversion alone, one thread, one frame: to_rgb {rgb_in:.2f} ms, from_rgb {rgb_out:.2f} ms")
+    print(f"conversion alone, one thread, one frame (median): to_rgb {rgb_in:.2f} ms, from_rgb {rgb_out:.2f} ms")
 
 
 if __name__ == "__main__":

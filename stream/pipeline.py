@@ -60,6 +60,20 @@ class Result:
     preview: np.ndarray | None  # (B, H, W, 3) uint8 BGR when a display wants it
 
 
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """torch's intra-op work on the calling thread alone for the block, then as before."""
+    before = torch.get_num_threads()
+    if before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 class _Slot:
     """Buffers for one batch in flight: host planes (pinned on CUDA), device planes, events."""
 
@@ -95,20 +109,11 @@ class InferenceStage:
     def _stream(self, stream: torch.cuda.Stream | None) -> contextlib.AbstractContextManager:
         return torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
 
-    @contextlib.contextmanager
-    def _convert_threads(self) -> Iterator[None]:
+    def _convert_threads(self) -> contextlib.AbstractContextManager:
         """One torch thread for conversion on the CPU: it is memory-bound, and the encoder's
         threads already fill every core, so more torch threads only spin against them (measured
         on 2 cores: the identity pipeline went from about 50% to over 90% of plain transcode speed)."""
-        before = torch.get_num_threads()
-        if self.cuda or before == 1:
-            yield
-            return
-        torch.set_num_threads(1)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(before)
+        return contextlib.nullcontext() if self.cuda else one_torch_thread()
 
     def _mark(self, slot: _Slot, stage: str, stream: torch.cuda.Stream | None, work: Callable[[], None]) -> None:
         """Run `work` and account its time to `stage`: wall time on the CPU, CUDA events on a GPU."""
