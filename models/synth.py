@@ -12,6 +12,12 @@ left), i.e. a streak runs along (dx, dy) = (sin a, cos a) with y pointing down.
 Compositing is additive and clipped: `rainy = clip(clean + layer, 0, 1)` and the returned
 rain layer is `rainy - clean`, so `clean + rain == rainy` holds exactly up to float rounding
 and the rain branch trains against what the network actually sees.
+
+`dead_leaves` makes clean backgrounds with no image files at all: occluding discs of random
+colours over a smooth gradient, the model of natural-image statistics that image-restoration
+networks train well on (Achddou et al., "Synthetic images as a regularity prior for image
+restoration neural networks", 2021). BRN rebuilds the whole image rather than a residual, so
+backgrounds that span the colour cube teach it to keep colours the few bundled photos lack.
 """
 
 from __future__ import annotations
@@ -207,6 +213,32 @@ class RainSampler:
 
     def __call__(self, rng: np.random.Generator) -> list[RainStyle]:
         return self.heavy(rng) if rng.random() < self.heavy_fraction else self.light(rng)
+
+
+def dead_leaves(height: int, width: int, rng: np.random.Generator, discs: int = 400) -> np.ndarray:
+    """A (H, W, 3) float32 image in [0, 1]: `discs` occluding discs over a smooth gradient.
+
+    Radii follow the scale-invariant law p(r) ~ r^-3 between 1 px and half the shorter side;
+    colours are uniform in RGB, half of them pulled towards grey (natural colours are mostly
+    desaturated). A random blur of up to 1.5 px softens the edges as defocus would.
+    """
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    angle = rng.uniform(0, 2 * math.pi)
+    ramp = (xs * math.cos(angle) + ys * math.sin(angle)) / max(height, width) + 0.5
+    start, end = rng.random(3).astype(np.float32), rng.random(3).astype(np.float32)
+    image = np.ascontiguousarray(start + np.clip(ramp, 0, 1)[..., None] * (end - start))
+    r_min, r_max = 1.0, max(2.0, min(height, width) / 2)
+    u = rng.random(discs)
+    radii = (r_min**-2 - u * (r_min**-2 - r_max**-2)) ** -0.5
+    centres = rng.uniform((0, 0), (width, height), (discs, 2))
+    colours = rng.random((discs, 3))
+    grey = rng.random(discs) < 0.5
+    colours[grey] = colours[grey] * 0.3 + colours[grey].mean(axis=1, keepdims=True) * 0.7
+    for (cx, cy), radius, colour in zip(centres, radii, colours):
+        # cv2 draws in fixed point (4 fractional bits), so sub-pixel centres stay sub-pixel.
+        cv2.circle(image, (round(cx * 16), round(cy * 16)), round(radius * 16), colour.tolist(), -1, cv2.LINE_AA, 4)
+    sigma = float(rng.uniform(0, 1.5))
+    return cv2.GaussianBlur(image, (0, 0), sigma) if sigma > 0.3 else image
 
 
 class RainVideo:

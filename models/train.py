@@ -43,7 +43,7 @@ from derain.models.data import find_pairs, list_images, read_image
 from derain.models.files import atomic_path
 from derain.models.hub import load_model
 from derain.models.metrics import psnr_y, ssim, ssim_y, to_uint8_truncated
-from derain.models.synth import RainSampler, add_rain
+from derain.models.synth import RainSampler, add_rain, dead_leaves
 
 IMAGE_WEIGHT = 0.55
 RAIN_WEIGHT = 0.45
@@ -85,6 +85,7 @@ class TrainConfig:
     val_crop: int = 256
     seed: int = 0
     l1: float = 0.0
+    procedural: float = 0.0
     log_every: int = 10
 
 
@@ -154,12 +155,25 @@ class PairedSource:
         return self.pairs[index]
 
 
-class SyntheticSource:
-    """Clean images held in memory; rain is synthesised per patch."""
+def _photometric(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Half the time, a random exposure (gain 0.7-1.4, highlights clip) and gamma (0.7-1.4).
 
-    def __init__(self, paths: list[Path], sampler: RainSampler) -> None:
+    Clipped highlights stand in for the white sky and steam that a dozen photos rarely show.
+    """
+    if rng.random() < 0.5:
+        return image
+    gain, gamma = rng.uniform(0.7, 1.4), math.exp(rng.uniform(math.log(0.7), math.log(1.4)))
+    return np.clip(np.power(image, np.float32(gamma)) * np.float32(gain), 0.0, 1.0)
+
+
+class SyntheticSource:
+    """Clean images held in memory (and, for a `procedural` share of patches, dead-leaves
+    images made on the spot); rain is synthesised per patch."""
+
+    def __init__(self, paths: list[Path], sampler: RainSampler, procedural: float = 0.0) -> None:
         self.images = [read_image(p) for p in paths]
         self.sampler = sampler
+        self.procedural = procedural
         self.pixels = sum(im.shape[0] * im.shape[1] for im in self.images)
         # Pick images in proportion to their area, so every pixel is equally likely.
         areas = np.array([im.shape[0] * im.shape[1] for im in self.images], dtype=np.float64)
@@ -169,6 +183,11 @@ class SyntheticSource:
         return len(self.images)
 
     def sample(self, patch: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        crop = dead_leaves(patch, patch, rng) if rng.random() < self.procedural else self._photo_patch(patch, rng)
+        rainy, rain = add_rain(crop, self.sampler(rng), rng)
+        return rainy, crop, rain
+
+    def _photo_patch(self, patch: int, rng: np.random.Generator) -> np.ndarray:
         image = self.images[int(rng.choice(len(self.images), p=self.weights))]
         # Random zoom: the few bundled images then yield streaks over many scene scales.
         zoom = float(rng.uniform(0.5, 1.0))
@@ -176,11 +195,10 @@ class SyntheticSource:
         (crop,) = _random_crop([image], side, rng)
         if side != patch:
             crop = cv2.resize(crop, (patch, patch), interpolation=cv2.INTER_AREA)
-        # Rain is added after these, so turning the scene and shuffling its colour channels
-        # multiply the backgrounds without tilting the streaks or changing what rain looks like.
+        # Rain is added after these, so turning the scene, shuffling its colour channels and
+        # changing its exposure multiply the backgrounds without changing what rain looks like.
         crop = np.ascontiguousarray(np.rot90(crop, int(rng.integers(4)))[..., rng.permutation(3)])
-        rainy, rain = add_rain(crop, self.sampler(rng), rng)
-        return rainy, crop, rain
+        return _photometric(crop, rng)
 
     def full(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         # Light rain from a fixed seed per image: the same validation set every epoch and run.
@@ -209,7 +227,7 @@ def build_sources(cfg: TrainConfig) -> tuple[Source, Source | None]:
     perm_rng = np.random.default_rng([cfg.seed, 1])
     if cfg.synthetic_rain:
         items: list = _synthetic_paths(data)
-        make: Callable = partial(SyntheticSource, sampler=sampler)
+        make: Callable = partial(SyntheticSource, sampler=sampler, procedural=cfg.procedural)
         val_items = _synthetic_paths(Path(cfg.val)) if cfg.val else None
     else:
         try:
@@ -497,6 +515,13 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     p.add_argument("--val-crop", type=int, default=256, help="centre crop of validation images (bounds CPU time)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--l1", type=float, default=0.0, metavar="W", help="add W x L1 of the final image to the loss (default 0: the paper's SSIM-only loss)")
+    p.add_argument(
+        "--procedural",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="with --synthetic-rain, draw this share of patches from generated dead-leaves images instead of --data (default 0)",
+    )
     p.set_defaults(func=run_train)
     return p
 

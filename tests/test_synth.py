@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from derain.models.synth import RainSampler, RainStyle, RainVideo, add_rain, direction, render_streaks
+from derain.models.synth import RainSampler, RainStyle, RainVideo, add_rain, dead_leaves, direction, render_streaks
 
 
 def streak_angle(layer: np.ndarray) -> float:
@@ -104,3 +104,14 @@ def test_video_streaks_move_along_their_angle() -> None:
     assert abs(dx - ex) < 0.5 and abs(dy - ey) < 0.5
     rainy, rain = video.frame(np.full((128, 128, 3), 0.3, np.float32), 4)
     np.testing.assert_allclose(0.3 + rain, rainy, atol=1e-6)
+
+
+def test_dead_leaves_is_seeded_and_spans_the_colour_cube() -> None:
+    a = dead_leaves(96, 128, np.random.default_rng(4))
+    assert a.shape == (96, 128, 3) and a.dtype == np.float32 and 0.0 <= a.min() and a.max() <= 1.0
+    assert np.array_equal(a, dead_leaves(96, 128, np.random.default_rng(4)))
+    assert not np.array_equal(a, dead_leaves(96, 128, np.random.default_rng(5)))
+    # Over many images the colours cover the RGB cube, saturated corners included.
+    pixels = np.concatenate([dead_leaves(64, 64, np.random.default_rng(s)).reshape(-1, 3) for s in range(20)])
+    occupied = np.unique(np.minimum((pixels * 4).astype(int), 3), axis=0)
+    assert len(occupied) > 50  # of 64 coarse colour cells

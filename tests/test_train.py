@@ -126,3 +126,20 @@ def test_refuses_shared_test_data(tmp_path: Path) -> None:
         pytest.skip("no ../shared/data here")
     with pytest.raises(TrainError, match="test set"):
         check_not_test_set(shared / "NTURain_ra1_real")
+
+
+def test_procedural_share_replaces_photo_patches(tmp_path: Path) -> None:
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for k in range(2):
+        cv2.imwrite(str(flat / f"grey{k}.png"), np.full((80, 80, 3), 128, np.uint8))
+    cfg = TrainConfig(data=str(flat), out=str(tmp_path / "run"), synthetic_rain=True, patch=32, batch=32, heavy_fraction=0.0)
+    source, _ = train_mod.build_sources(cfg)
+    _, photos, _ = train_mod.make_batch(source, cfg, 0)
+    cfg.procedural = 1.0
+    source, _ = train_mod.build_sources(cfg)
+    _, generated, _ = train_mod.make_batch(source, cfg, 0)
+    # The grey photos stay grey under exposure jitter; generated patches are colourful.
+    photo_chroma = (photos.amax(dim=1) - photos.amin(dim=1)).max()
+    generated_chroma = (generated.amax(dim=1) - generated.amin(dim=1)).mean(dim=(1, 2))
+    assert photo_chroma < 1e-6 and (generated_chroma > 0.05).all()
