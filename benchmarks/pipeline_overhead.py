@@ -6,7 +6,10 @@ the pipeline side also converts every frame to float RGB and back and runs an id
 engine. Runs alternate (plain, pipeline, plain, ...) so that load from other processes hits
 both sides alike; the best run of each side is compared.
 
-    python benchmarks/pipeline_overhead.py [--frames 90] [--repeats 3] [--device cpu]
+    python benchmarks/pipeline_overhead.py [--frames 90] [--repeats 3] [--device cpu] [--skip-conversion]
+
+`--skip-conversion` swaps the YUV <-> float RGB conversion for a copy of the planes, to show
+what the threads, queues and copies cost on their own.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+import derain.stream.pipeline as pipeline_module
 from derain.benchmarks.end_to_end import make_rainy_clip, transcode
 from derain.benchmarks.harness import measure
 from derain.stream.color import BT709, RANGE_LIMITED, ColorSpec, from_rgb, layout_of, to_rgb
@@ -38,6 +42,18 @@ class IdentityEngine:
 
     def run(self, batch: torch.Tensor) -> torch.Tensor:
         return batch
+
+
+def skip_conversion() -> None:
+    """Make the pipeline pass each batch's planes through unconverted (a copy, as conversion makes new planes)."""
+    held: list[torch.Tensor] = []
+
+    def planes_in(planes: list[torch.Tensor], spec: ColorSpec) -> torch.Tensor:
+        held[:] = [p.clone() for p in planes]
+        return torch.zeros(planes[0].shape[0], 3, 1, 1)
+
+    pipeline_module.to_rgb = planes_in
+    pipeline_module.from_rgb = lambda rgb, spec: list(held)
 
 
 def cpu_seconds() -> float:
@@ -71,7 +87,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--skip-conversion", action="store_true", help="pass planes through unconverted (plumbing only)")
     args = parser.parse_args()
+    if args.skip_conversion:
+        skip_conversion()
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "rain720.mp4"
@@ -93,7 +112,8 @@ def main() -> None:
             piped.append(seconds_p)
     best_plain, best_pipe = min(plain), min(piped)
     print(f"{args.frames} frames {WIDTH}x{HEIGHT}, libx264 CRF {DEFAULT_CRF['libx264']}, device {device}, batch {args.batch}, "
-          f"{torch.get_num_threads()} torch threads, {platform.processor() or platform.machine()}")
+          f"{torch.get_num_threads()} torch threads, {platform.processor() or platform.machine()}"
+          + (", conversion skipped" if args.skip_conversion else ""))
     print(f"{'':34}{'best s':>8}{'fps':>8}   all runs (s)")
     print(f"{'plain PyAV decode+encode':34}{best_plain:8.2f}{frames / best_plain:8.1f}   {' '.join(f'{s:.2f}' for s in plain)}")
     print(f"{'derain video pipeline, identity':34}{best_pipe:8.2f}{frames / best_pipe:8.1f}   {' '.join(f'{s:.2f}' for s in piped)}")

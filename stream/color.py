@@ -171,39 +171,51 @@ def _as_float(plane: Tensor, bits: int) -> Tensor:
     return plane.float()
 
 
-def _spread(luma: Tensor, chroma: Tensor, shift: tuple[int, int]) -> Tensor:
-    """luma (B, 1, H, W) + chroma (B, 3, h, w) replicated over the luma grid, in one pass."""
+def _spread(luma: Tensor, scale: float, chroma: Tensor, shift: tuple[int, int]) -> Tensor:
+    """luma (B, 1, H, W) x scale + chroma (B, 3, h, w) replicated over the luma grid, in one pass."""
     batch, _, height, width = luma.shape
     fx, fy = 1 << shift[0], 1 << shift[1]
     hc, wc = chroma.shape[-2:]
     if (hc * fy, wc * fx) != (height, width):
         # Odd sizes: the last chroma row/column covers a partial block.
         pad = (0, wc * fx - width, 0, hc * fy - height)
-        return _spread(F.pad(luma, pad, mode="replicate"), chroma, shift)[..., :height, :width]
+        return _spread(F.pad(luma, pad, mode="replicate"), scale, chroma, shift)[..., :height, :width]
     # Expanding along W and broadcasting along H is much faster on the CPU than a 6-D broadcast.
     rows = chroma.unsqueeze(-1).expand(batch, 3, hc, wc, fx).reshape(batch, 3, hc, 1, width)
-    return (luma.view(batch, 1, hc, fy, width) + rows).view(batch, 3, height, width)
+    return torch.add(rows, luma.view(batch, 1, hc, fy, width), alpha=scale).view(batch, 3, height, width)
+
+
+@functools.lru_cache(maxsize=32)
+def _codes_to_rgb(spec: ColorSpec, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Matrix (3, 2) and bias (3,) taking (U, V) code values to chroma's share of R, G and B.
+
+    The bias also carries the luma offset, so luma needs one scaled add and no pass of its own.
+    """
+    yoff, yspan, coff, cspan = spec._scale()
+    kr, kb = spec.kr, spec.kb
+    kg = 1.0 - kr - kb
+    matrix = torch.tensor(
+        [[0.0, 2 * (1 - kr)], [-2 * kb * (1 - kb) / kg, -2 * kr * (1 - kr) / kg], [2 * (1 - kb), 0.0]], dtype=torch.float64
+    ) / cspan
+    bias = -(matrix @ torch.tensor([coff, coff], dtype=torch.float64)) - yoff / yspan
+    return matrix.float().to(device), bias.float().to(device)
 
 
 def to_rgb(planes: list[Tensor], spec: ColorSpec) -> Tensor:
     """(B, 3, H, W) float32 RGB in [0, 1] (out-of-gamut values unclipped) from (B, h, w) code planes."""
     layout = spec.layout
-    yoff, yspan, coff, cspan = spec._scale()
-    y = _as_float(planes[0], layout.bits).mul_(1.0 / yspan).sub_(yoff / yspan)
+    yoff, yspan, _, _ = spec._scale()
     if layout.family == "gray":
+        y = _as_float(planes[0], layout.bits).mul_(1.0 / yspan).sub_(yoff / yspan)
         return y.unsqueeze(1).expand(-1, 3, -1, -1).contiguous()
     if layout.family == "gbr":
         g, b, r = (_as_float(p, layout.bits) for p in planes)
         return torch.stack((r, g, b), 1).div_(yspan)
-    u = _as_float(planes[1], layout.bits).sub_(coff).div_(cspan)
-    v = _as_float(planes[2], layout.bits).sub_(coff).div_(cspan)
-    kr, kb = spec.kr, spec.kb
-    kg = 1.0 - kr - kb
+    matrix, bias = _codes_to_rgb(spec, planes[0].device)
     # Chroma's share of R, G and B at chroma resolution, spread over the luma grid when luma is added.
-    chroma = torch.stack(
-        (2 * (1 - kr) * v, -(2 * kb * (1 - kb) / kg) * u - (2 * kr * (1 - kr) / kg) * v, 2 * (1 - kb) * u), 1
-    )
-    return _spread(y.unsqueeze(1), chroma, layout.chroma_shift)
+    uv = _as_float(torch.stack(planes[1:], 1), layout.bits)
+    chroma = torch.einsum("kc,bchw->bkhw", matrix, uv).add_(bias.view(1, 3, 1, 1))
+    return _spread(_as_float(planes[0], layout.bits).unsqueeze(1), 1.0 / yspan, chroma, layout.chroma_shift)
 
 
 @functools.lru_cache(maxsize=32)
