@@ -220,6 +220,10 @@ def _synthetic_paths(folder: Path) -> list[Path]:
 
 def build_sources(cfg: TrainConfig) -> tuple[Source, Source | None]:
     """Training and validation sources; without --val a tenth of the data is held out."""
+    if not 0.0 <= cfg.procedural <= 1.0:
+        raise TrainError(f"--procedural {cfg.procedural:g}: give the share of generated patches, from 0 to 1")
+    if cfg.procedural and not cfg.synthetic_rain:
+        raise TrainError("--procedural: generated images have no rain of their own; add --synthetic-rain")
     sampler = RainSampler(heavy_fraction=cfg.heavy_fraction)
     data = Path(cfg.data)
     if not data.is_dir():
@@ -357,11 +361,13 @@ def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
         state = torch.load(state_path, map_location="cpu", weights_only=True)
         saved = json.loads(state["config"])
         # The model and the batch stream must match the run being resumed; the rest may change.
-        for key in ("variant", "stages", "patch", "batch", "seed", "synthetic_rain"):
+        for key in ("variant", "stages", "patch", "batch", "seed", "synthetic_rain", "procedural"):
+            # Runs saved before a key existed ran with its default.
+            was = saved.get(key, TrainConfig.__dataclass_fields__[key].default)
             if key in ("variant", "stages") and getattr(cfg, key) is None:
-                setattr(cfg, key, saved[key])
-            elif getattr(cfg, key) != saved[key]:
-                raise TrainError(f"--resume: {key} was {saved[key]!r} in {out}, now {getattr(cfg, key)!r}; keep it the same")
+                setattr(cfg, key, was)
+            elif getattr(cfg, key) != was:
+                raise TrainError(f"--resume: {key} was {was!r} in {out}, now {getattr(cfg, key)!r}; keep it the same")
     elif state_path.exists():
         raise TrainError(f"{out} already holds a run; add --resume to continue it or pick another --out")
 
@@ -390,6 +396,7 @@ def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
     log = _Log(out / LOG_FILE)
     training_data = (
         f"synthetic rain on {len(train_src)} clean images from {cfg.data}"
+        + (f" and on dead-leaves images ({cfg.procedural:.0%} of patches)" if cfg.procedural else "")
         if cfg.synthetic_rain
         else f"{len(train_src)} rainy/clean pairs from {cfg.data}"
     ) + (f", fine-tuned from {cfg.init}" if cfg.init else "")

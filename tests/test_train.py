@@ -143,3 +143,9 @@ def test_procedural_share_replaces_photo_patches(tmp_path: Path) -> None:
     photo_chroma = (photos.amax(dim=1) - photos.amin(dim=1)).max()
     generated_chroma = (generated.amax(dim=1) - generated.amin(dim=1)).mean(dim=(1, 2))
     assert photo_chroma < 1e-6 and (generated_chroma > 0.05).all()
+
+
+@pytest.mark.parametrize(("extra", "message"), [({"procedural": 1.5}, "from 0 to 1"), ({"procedural": 0.3, "synthetic_rain": False}, "--synthetic-rain")])
+def test_procedural_option_is_checked(clean_dir: Path, tmp_path: Path, extra: dict, message: str) -> None:
+    with pytest.raises(TrainError, match=message):
+        train_mod.build_sources(tiny(clean_dir, tmp_path / "run", **extra))
