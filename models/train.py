@@ -86,6 +86,7 @@ class TrainConfig:
     seed: int = 0
     l1: float = 0.0
     procedural: float = 0.0
+    amp: str = "auto"
     log_every: int = 10
 
 
@@ -316,6 +317,15 @@ def _pick_device(name: str | None) -> torch.device:
         raise TrainError(str(err)) from None
 
 
+def _amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype: FP16 on CUDA (auto or on), BF16 on the CPU (on only), or None for FP32."""
+    if mode not in ("auto", "on", "off"):
+        raise TrainError(f"--amp {mode}: choose auto, on or off")
+    if mode == "off" or (mode == "auto" and device.type != "cuda"):
+        return None
+    return torch.float16 if device.type == "cuda" else torch.bfloat16
+
+
 def _initial_model(cfg: TrainConfig) -> BRN:
     if cfg.init is None:
         torch.manual_seed(cfg.seed)  # the seed fixes the initial weights as well as the batches
@@ -378,12 +388,16 @@ def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
         cfg.variant, cfg.stages = model.variant, model.stages
     else:
         model, _ = load_checkpoint(out / LAST_FILE)
-    model.to(device).train()
+    amp_dtype = _amp_dtype(cfg.amp, device)
+    # Reduced-precision convolutions run fastest on NHWC (tensor cores, AMX).
+    layout = torch.channels_last if amp_dtype is not None else torch.contiguous_format
+    model.to(device, memory_format=layout).train()
     steps_per_epoch = cfg.steps_per_epoch or max(1, math.ceil(train_src.pixels / (cfg.patch**2 * cfg.batch)))
     total = cfg.epochs * steps_per_epoch
 
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    amp = device.type == "cuda"
+    # BF16 keeps FP32's range: only FP16 needs its gradients scaled.
+    amp = amp_dtype == torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     step, best = 0, -math.inf
     if state is not None:
@@ -452,8 +466,8 @@ def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 rainy, clean, rain = (t.to(device, non_blocking=True) for t in make_batch(train_src, cfg, step))
-                with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-                    xs, rs = model.forward_stages(rainy)
+                with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                    xs, rs = model.forward_stages(rainy.contiguous(memory_format=layout))
                 loss = brn_loss(xs, rs, clean, rain, cfg.l1)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
@@ -528,6 +542,12 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
         default=0.0,
         metavar="F",
         help="with --synthetic-rain, draw this share of patches from generated dead-leaves images instead of --data (default 0)",
+    )
+    p.add_argument(
+        "--amp",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="mixed precision: FP16 on CUDA (auto: on), BF16 on the CPU (auto: off; about twice as fast on CPUs with AMX)",
     )
     p.set_defaults(func=run_train)
     return p

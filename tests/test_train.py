@@ -149,3 +149,12 @@ def test_procedural_share_replaces_photo_patches(tmp_path: Path) -> None:
 def test_procedural_option_is_checked(clean_dir: Path, tmp_path: Path, extra: dict, message: str) -> None:
     with pytest.raises(TrainError, match=message):
         train_mod.build_sources(tiny(clean_dir, tmp_path / "run", **extra))
+
+
+def test_bf16_autocast_on_the_cpu(clean_dir: Path, tmp_path: Path) -> None:
+    result = train(tiny(clean_dir, tmp_path / "run", amp="on"))
+    assert np.mean(result.losses[-5:]) < np.mean(result.losses[:5]) - 0.1
+    model, _ = load_checkpoint(result.last)
+    assert all(p.dtype == torch.float32 and p.is_contiguous() for p in model.parameters())
+    with pytest.raises(TrainError, match="--amp"):
+        train(tiny(clean_dir, tmp_path / "bad", amp="fast"))
