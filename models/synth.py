@@ -9,9 +9,12 @@ Every function takes a `numpy.random.Generator`, so a seed fixes the output. Ang
 degrees from vertical; positive leans the streak's lower end to the right (wind from the
 left), i.e. a streak runs along (dx, dy) = (sin a, cos a) with y pointing down.
 
-Compositing is additive and clipped: `rainy = clip(clean + layer, 0, 1)` and the returned
-rain layer is `rainy - clean`, so `clean + rain == rainy` holds exactly up to float rounding
-and the rain branch trains against what the network actually sees.
+Compositing is additive and clipped, `rainy = clip(clean + layer, 0, 1)`, or Photoshop's
+Screen layer mode, `rainy = clean + layer * (1 - clean)`: the widely copied Photoshop rain
+recipe (noise, blur, motion blur, a Screen layer) that many published synthetic sets follow, in
+which a streak fades over a bright sky instead of saturating it. Either way the returned rain
+layer is `rainy - clean`, so `clean + rain == rainy` holds exactly up to float rounding and
+the rain branch trains against what the network actually sees.
 
 `dead_leaves` makes clean backgrounds with no image files at all: occluding discs of random
 colours over a smooth gradient, the model of natural-image statistics that image-restoration
@@ -38,6 +41,8 @@ class RainStyle:
     intensity: peak brightness a streak adds, in [0, 1].
     haze: strength of the veil, the fraction of the background replaced by the atmospheric light.
     accumulation: strength of the blurred, misty copy of the streaks that heavy rain builds up.
+    blend: "add" (light adds, clipped at white) or "screen" (adds in proportion to how dark the
+    background is).
     """
 
     density: float = 0.01
@@ -47,8 +52,11 @@ class RainStyle:
     intensity: float = 0.7
     haze: float = 0.0
     accumulation: float = 0.0
+    blend: str = "add"
 
     def __post_init__(self) -> None:
+        if self.blend not in ("add", "screen"):
+            raise ValueError(f"rain style blend must be 'add' or 'screen', got {self.blend!r}")
         if self.density < 0 or self.length < 1 or self.width <= 0:
             raise ValueError(f"rain style needs density >= 0, length >= 1 and width > 0, got {self}")
         if not (0.0 <= self.intensity <= 1.0 and 0.0 <= self.haze < 1.0 and self.accumulation >= 0.0):
@@ -117,15 +125,19 @@ def composite(
     streaks: np.ndarray,
     haze: float = 0.0,
     atmosphere: float = 0.9,
+    blend: str = "add",
 ) -> tuple[np.ndarray, np.ndarray]:
     """(rainy, rain) for a clean (H, W, 3) image in [0, 1] and a (H, W) or (H, W, 3) streak layer.
 
-    rainy = clip(clean * (1 - haze) + haze * atmosphere + streaks, 0, 1); rain = rainy - clean.
+    veiled = clean * (1 - haze) + haze * atmosphere; rainy = clip(veiled + streaks, 0, 1) for
+    "add", veiled + streaks * (1 - veiled) for "screen"; rain = rainy - clean.
     """
     clean = clean.astype(np.float32, copy=False)
     if streaks.ndim == 2:
         streaks = streaks[..., None]
     veiled = clean * np.float32(1.0 - haze) + np.float32(haze * atmosphere) if haze > 0 else clean
+    if blend == "screen":
+        streaks = np.minimum(streaks, 1.0) * (1.0 - veiled)
     rainy = np.clip(veiled + streaks, 0.0, 1.0)
     return rainy, rainy - clean
 
@@ -145,7 +157,8 @@ def add_rain(
         layer += streaks + _accumulate(streaks, style)
     haze = 1.0 - math.prod(1.0 - s.haze for s in styles)
     atmosphere = float(rng.uniform(0.75, 1.0)) if haze > 0 else 0.9
-    return composite(clean, layer, haze, atmosphere)
+    # One blend for the whole layer: the first style's.
+    return composite(clean, layer, haze, atmosphere, styles[0].blend)
 
 
 def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
@@ -160,7 +173,8 @@ class RainSampler:
     faint to bright (intensity 0.2-0.95), mostly near-vertical (|angle| under 17 degrees for
     two thirds of them, up to 35), length 10-60 px; a second layer is shorter and fainter
     (farther drops). Heavy: two or three layers of wider
-    streaks covering 5-20 % each at a shared wind angle, with haze and accumulation.
+    streaks covering 5-20 % each at a shared wind angle, with haze and accumulation. Either
+    kind is composited with the Screen blend for a `screen_fraction` of the draws.
 
     Density is drawn as coverage (area the streaks paint, about density x length x width) so a
     long streak does not turn light rain into a downpour.
@@ -168,6 +182,10 @@ class RainSampler:
 
     heavy_fraction: float = 0.25
     max_angle: float = 35.0
+    screen_fraction: float = 0.5
+
+    def _blend(self, rng: np.random.Generator) -> str:
+        return "screen" if rng.random() < self.screen_fraction else "add"
 
     def light(self, rng: np.random.Generator) -> list[RainStyle]:
         angle = float(np.clip(rng.normal(0.0, self.max_angle / 2), -self.max_angle, self.max_angle))
@@ -176,6 +194,7 @@ class RainSampler:
         # streaks at the same angle shares the coverage with the first.
         layers = 1 if rng.random() < 0.5 else 2
         near_length, near_width = float(rng.uniform(10, 60)), float(rng.uniform(1.0, 2.0))
+        blend = self._blend(rng)
         styles = []
         for k in range(layers):
             length, width = (max(4.0, near_length * 0.4), 1.0) if k else (near_length, near_width)
@@ -186,6 +205,7 @@ class RainSampler:
                     angle=angle + (float(rng.normal(0.0, 2.0)) if k else 0.0),
                     width=width,
                     intensity=intensity * (0.7 if k else 1.0),
+                    blend=blend,
                 )
             )
         return styles
@@ -194,6 +214,7 @@ class RainSampler:
         wind = float(rng.uniform(-self.max_angle, self.max_angle))
         layers = int(rng.integers(2, 4))
         haze = float(rng.uniform(0.0, 0.2))
+        blend = self._blend(rng)
         styles = []
         for k in range(layers):
             length, width = float(rng.uniform(15, 50)), float(rng.uniform(1.0, 2.5))
@@ -207,6 +228,7 @@ class RainSampler:
                     # The veil is one atmosphere, so it rides on the first layer only.
                     haze=haze if k == 0 else 0.0,
                     accumulation=float(rng.uniform(0.0, 0.4)),
+                    blend=blend,
                 )
             )
         return styles
@@ -290,5 +312,5 @@ class RainVideo:
         if clean.shape[:2] != (self.height, self.width):
             raise ValueError(f"frame is {clean.shape[1]}x{clean.shape[0]}, the rain field {self.width}x{self.height}")
         streaks = self.streaks(k)
-        return composite(clean, streaks + _accumulate(streaks, self.style), self.style.haze, self.atmosphere)
+        return composite(clean, streaks + _accumulate(streaks, self.style), self.style.haze, self.atmosphere, self.style.blend)
 

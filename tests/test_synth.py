@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from derain.models.synth import RainSampler, RainStyle, RainVideo, add_rain, dead_leaves, direction, render_streaks
+from derain.models.synth import RainSampler, RainStyle, RainVideo, add_rain, composite, dead_leaves, direction, render_streaks
 
 
 def streak_angle(layer: np.ndarray) -> float:
@@ -60,12 +60,14 @@ def test_seed_determines_output() -> None:
     assert not np.array_equal(a[0], c[0])
 
 
+@pytest.mark.parametrize("blend", ["add", "screen"])
 @pytest.mark.parametrize("heavy", [False, True])
-def test_rainy_is_clean_plus_rain(heavy: bool) -> None:
+def test_rainy_is_clean_plus_rain(heavy: bool, blend: str) -> None:
     rng = np.random.default_rng(11)
     clean = rng.random((64, 80, 3), dtype=np.float32)
     sampler = RainSampler()
     styles = sampler.heavy(rng) if heavy else sampler.light(rng)
+    styles = [RainStyle(**{**s.__dict__, "blend": blend}) for s in styles]
     if heavy:
         styles[0] = RainStyle(**{**styles[0].__dict__, "haze": 0.3, "accumulation": 0.4})
     rainy, rain = add_rain(clean, styles, rng)
@@ -115,3 +117,19 @@ def test_dead_leaves_is_seeded_and_spans_the_colour_cube() -> None:
     pixels = np.concatenate([dead_leaves(64, 64, np.random.default_rng(s)).reshape(-1, 3) for s in range(20)])
     occupied = np.unique(np.minimum((pixels * 4).astype(int), 3), axis=0)
     assert len(occupied) > 50  # of 64 coarse colour cells
+
+
+def test_screen_blend_fades_over_bright_backgrounds() -> None:
+    """Screen: full streak over black, none over white, in proportion between; add clips at white."""
+    streaks = render_streaks(64, 64, RainStyle(density=0.01, length=20, intensity=0.8), np.random.default_rng(2))
+    for level in (0.0, 0.5, 0.9, 1.0):
+        clean = np.full((64, 64, 3), level, np.float32)
+        _, screen = composite(clean, streaks, blend="screen")
+        _, added = composite(clean, streaks)
+        np.testing.assert_allclose(screen, np.repeat(streaks[..., None] * (1 - level), 3, 2), atol=1e-6)
+        np.testing.assert_allclose(added, np.repeat(np.minimum(streaks[..., None], 1 - level), 3, 2), atol=1e-6)
+    blends = {RainSampler(screen_fraction=0.5)(np.random.default_rng(s))[0].blend for s in range(40)}
+    assert blends == {"add", "screen"}
+    assert {RainSampler(screen_fraction=0.0)(np.random.default_rng(s))[0].blend for s in range(40)} == {"add"}
+    with pytest.raises(ValueError, match="blend"):
+        RainStyle(blend="multiply")
