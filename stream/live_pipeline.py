@@ -279,7 +279,13 @@ def run_live(
     except BaseException:
         source.close()
         raise
-    return _Live(job, engine, stats, source, recording, restream, preview).run(on_start)
+    try:
+        live = _Live(job, engine, stats, source, recording, restream, preview)
+    except BaseException:
+        _discard([recording, restream])
+        source.close()
+        raise
+    return live.run(on_start)
 
 
 def _open_first(job: LiveJob) -> Source:
@@ -320,6 +326,17 @@ def _open_first(job: LiveJob) -> Source:
     return opened
 
 
+def _discard(sinks: list[Sink | None]) -> None:
+    """Close sinks that never got a frame and remove the files among them: nothing was recorded."""
+    for sink in sinks:
+        if sink is None:
+            continue
+        with contextlib.suppress(Exception):
+            sink.close()
+        if isinstance(sink.path, Path):
+            sink.path.unlink(missing_ok=True)
+
+
 def _open_sinks(job: LiveJob, source: Source) -> tuple[Sink | None, Sink | None]:
     """The recording and the re-stream, each None when not asked for."""
     width = source.width * (2 if job.compare else 1)
@@ -345,11 +362,7 @@ def _open_sinks(job: LiveJob, source: Source) -> tuple[Sink | None, Sink | None]
         if len({s.layout.format for s in sinks}) > 1:
             raise LiveError(f"-o {job.output}: its encoder takes {sinks[0].layout.format}, the re-stream {sinks[1].layout.format}; record to .mkv or .mp4")
     except BaseException:
-        for sink in sinks:
-            with contextlib.suppress(Exception):
-                sink.close()
-            if isinstance(sink.path, Path):
-                sink.path.unlink(missing_ok=True)  # nothing was recorded
+        _discard(sinks)
         raise
     return recording, restream
 

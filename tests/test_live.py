@@ -479,3 +479,45 @@ def test_restream_with_nothing_listening_is_refused_before_any_work(tmp_path: Pa
     assert not (tmp_path / "rec.mkv").exists()
     with pytest.raises(LiveError, match="--restream http://x: give rtsp://"):
         run_live(job(str(clip), realtime=True, restream="http://x"), IdentityEngine())
+
+
+class Refused(Exception):
+    pass
+
+
+def test_refusal_before_the_first_frame_leaves_no_recording(tmp_path: Path) -> None:
+    """Like the accuracy guard refusing reduced precision: no empty file stands in the next run's way
+    (the container writes nothing before its first packet)."""
+    clip = make_video(tmp_path / "clip.mp4", frames=5)
+
+    @contextlib.contextmanager
+    def refuse(_source: object) -> Iterator[None]:
+        raise Refused("reduced precision refused")
+        yield
+
+    for _ in range(2):
+        with pytest.raises(Refused):
+            run_live(job(str(clip), realtime=True, output=tmp_path / "rec.mkv"), IdentityEngine(), on_start=refuse)
+        assert not (tmp_path / "rec.mkv").exists()
+    assert live_threads() == []
+
+
+def test_setup_failure_closes_the_restream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import derain.stream.live_pipeline as live_pipeline
+
+    def no_memory(*_args: object, **_kw: object) -> None:
+        raise MemoryError("no room for the batch buffers")
+
+    monkeypatch.setattr(live_pipeline, "InferenceStage", no_memory)
+    clip = make_video(tmp_path / "clip.mp4", frames=5)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        restream = f"tcp://127.0.0.1:{listener.getsockname()[1]}"
+        with pytest.raises(MemoryError):
+            run_live(job(str(clip), realtime=True, restream=restream), IdentityEngine())
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(2.0)
+            while conn.recv(65536):  # whatever was flushed, then end of stream: the sink was closed
+                pass
