@@ -15,6 +15,8 @@ both sides decoded the same way.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import av
 import numpy as np
 import torch
@@ -46,13 +48,13 @@ def decoded_rgb(frame: av.VideoFrame) -> np.ndarray:
     return to_rgb(planes, SPEC).clamp(0, 1)[0].permute(1, 2, 0).numpy()
 
 
-def ours(frame: av.VideoFrame, engine) -> av.VideoFrame:
+def ours(frame: av.VideoFrame, engine: Callable[[torch.Tensor], torch.Tensor]) -> av.VideoFrame:
     planes = [torch.from_numpy(p.copy())[None] for p in frame_planes(frame, SPEC.layout)]
     out = engine(to_rgb(planes, SPEC)).clamp(0, 1)
     return to_frame([p[0].numpy() for p in from_rgb(out, SPEC)], frame.width, frame.height)
 
 
-def naive(frame: av.VideoFrame, engine) -> av.VideoFrame:
+def naive(frame: av.VideoFrame, engine: Callable[[torch.Tensor], torch.Tensor]) -> av.VideoFrame:
     rgb = torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)[None].float() / 255
     out = engine(rgb).clamp(0, 1)[0].permute(1, 2, 0).numpy()
     return av.VideoFrame.from_ndarray((out * 255).astype(np.uint8), format="rgb24").reformat(format="yuv420p")

@@ -48,6 +48,7 @@ import torch
 
 from derain.benchmarks.end_to_end import make_rainy_clip, transcode
 from derain.engines import Engine, EngineError, build_engine
+from derain.models.brn import BRN
 from derain.models.data import find_pairs, read_image
 from derain.models.evaluate import evaluate
 from derain.models.hub import load_model
@@ -61,7 +62,7 @@ VARIANTS = [
 ]
 
 
-def try_build(model, backend: str, precision: str, notes: list[str]) -> Engine | None:
+def try_build(model: BRN, backend: str, precision: str, notes: list[str]) -> Engine | None:
     try:
         return build_engine(model, backend, "cuda", precision)
     except EngineError as err:
@@ -69,7 +70,7 @@ def try_build(model, backend: str, precision: str, notes: list[str]) -> Engine |
         return None
 
 
-def correctness(model, data: Path, count: int, notes: list[str]) -> tuple[list[dict], list[dict]]:
+def correctness(model: BRN, data: Path, count: int, notes: list[str]) -> tuple[list[dict], list[dict]]:
     """Max abs error and PSNR of each engine against CPU FP32 on real frames; then the
     paper's protocol on the whole set for the engines that ran."""
     pairs = find_pairs(data)
@@ -119,7 +120,7 @@ def probe_codec(name: str, mode: str, clip: Path) -> str:
         return f"fails: {type(err).__name__}: {err}"
 
 
-def end_to_end(model, frames: int, notes: list[str]) -> list[dict]:
+def end_to_end(model: BRN, frames: int, notes: list[str]) -> list[dict]:
     clip = Path("/tmp/clip1080.mp4")
     start = time.perf_counter()
     make_rainy_clip(clip, frames, 1920, 1080)

@@ -1,7 +1,9 @@
 """Seconds a `derain train` step takes on this machine, FP32 against mixed precision.
 
-One Adam step of BRN (T = 4) on a batch of random patches with the paper's loss plus L1,
-as `derain train` runs it; each variant is warmed up, then timed over several steps.
+One Adam step of BRN (T = 4), channels-last as `derain train` trains, on a batch of random
+patches with the paper's loss plus L1: the model's share of a step, without the batch
+synthesis and (for FP16 on CUDA) the gradient scaling. Each variant is warmed up, then timed
+over several steps.
 
     python benchmarks/train_step.py [--patch 64] [--batch 8] [--steps 5] [--device cpu]
 """
@@ -15,7 +17,7 @@ import time
 import torch
 
 from derain.models.brn import BRN
-from derain.models.train import _amp_dtype, brn_loss
+from derain.models.train import amp_dtype, brn_loss
 
 
 def time_steps(device: torch.device, amp: str, channels_last: bool, patch: int, batch: int, steps: int) -> float:
@@ -25,7 +27,7 @@ def time_steps(device: torch.device, amp: str, channels_last: bool, patch: int, 
     optimizer = torch.optim.Adam(model.parameters(), 1e-4)
     rainy, clean = torch.rand(2, batch, 3, patch, patch, device=device)
     rainy = rainy.contiguous(memory_format=layout)
-    dtype = _amp_dtype(amp, device)
+    dtype = amp_dtype(amp, device)
 
     def step() -> None:
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import Tensor
 
 from derain.engines.base import Engine, EngineError
@@ -25,7 +27,7 @@ def psnr_vs_fp32(engine: Engine, model: BRN, frame: Tensor, batch: int = 1) -> f
 
 
 def check_accuracy(
-    engine: Engine, model: BRN, frame: Tensor, allow_lossy: bool = False, warn=print, batch: int = 1
+    engine: Engine, model: BRN, frame: Tensor, allow_lossy: bool = False, warn: Callable[[str], None] = print, batch: int = 1
 ) -> float | None:
     """None for FP32 engines; else the PSNR, raising EngineError under 45 dB unless allowed."""
     if engine.precision == "fp32":

@@ -81,7 +81,8 @@ class OnnxEngine:
             self.session = ort.InferenceSession(str(path), providers=providers)
         except Exception as err:  # a cache entry that passed its hash but ONNX Runtime refuses
             cache.remove(key)
-            raise EngineError(f"ONNX Runtime could not load the exported model ({err}); run again to rebuild it") from None
+            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise EngineError(f"ONNX Runtime could not load the exported model ({first}); run again to rebuild it") from None
         self.build_seconds = time.perf_counter() - start
 
     def run(self, batch: Tensor) -> Tensor:

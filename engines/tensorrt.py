@@ -59,7 +59,10 @@ def timing_cache_path(root: Path, device: torch.device) -> Path:
     return root / f"timing_cache-trt{tensorrt.__version__}-sm{major}{minor}.bin"
 
 
-def export_program(model: BRN, shape: tuple[int, int, int, int], device: torch.device, dtype: torch.dtype):
+def export_program(
+    model: BRN, shape: tuple[int, int, int, int], device: torch.device, dtype: torch.dtype
+) -> tuple[torch.export.ExportedProgram, Tensor]:
+    """The derainer exported for one input shape, with the example input it was traced on."""
     module = Derainer(copy.deepcopy(model)).eval().to(device=device, dtype=dtype)
     example = torch.rand(*shape, device=device, dtype=dtype)
     return torch.export.export(module, (example,)), example

@@ -10,7 +10,7 @@ degrees from vertical; positive leans the streak's lower end to the right (wind 
 left), i.e. a streak runs along (dx, dy) = (sin a, cos a) with y pointing down.
 
 Compositing is additive and clipped, `rainy = clip(clean + layer, 0, 1)`, or Photoshop's
-Screen layer mode, `rainy = clean + layer * (1 - clean)`: the widely copied Photoshop rain
+Screen layer mode, `rainy = clean + min(layer, 1) * (1 - clean)`: the widely copied Photoshop rain
 recipe (noise, blur, motion blur, a Screen layer) that many published synthetic sets follow, in
 which a streak fades over a bright sky instead of saturating it. Either way the returned rain
 layer is `rainy - clean`, so `clean + rain == rainy` holds exactly up to float rounding and
@@ -30,6 +30,8 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+BLENDS = ("add", "screen")
 
 
 @dataclass(frozen=True)
@@ -55,8 +57,8 @@ class RainStyle:
     blend: str = "add"
 
     def __post_init__(self) -> None:
-        if self.blend not in ("add", "screen"):
-            raise ValueError(f"rain style blend must be 'add' or 'screen', got {self.blend!r}")
+        if self.blend not in BLENDS:
+            raise ValueError(f"rain style blend must be one of {BLENDS}, got {self.blend!r}")
         if self.density < 0 or self.length < 1 or self.width <= 0:
             raise ValueError(f"rain style needs density >= 0, length >= 1 and width > 0, got {self}")
         if not (0.0 <= self.intensity <= 1.0 and 0.0 <= self.haze < 1.0 and self.accumulation >= 0.0):
@@ -130,8 +132,10 @@ def composite(
     """(rainy, rain) for a clean (H, W, 3) image in [0, 1] and a (H, W) or (H, W, 3) streak layer.
 
     veiled = clean * (1 - haze) + haze * atmosphere; rainy = clip(veiled + streaks, 0, 1) for
-    "add", veiled + streaks * (1 - veiled) for "screen"; rain = rainy - clean.
+    "add", veiled + min(streaks, 1) * (1 - veiled) for "screen"; rain = rainy - clean.
     """
+    if blend not in BLENDS:
+        raise ValueError(f"blend must be one of {BLENDS}, got {blend!r}")
     clean = clean.astype(np.float32, copy=False)
     if streaks.ndim == 2:
         streaks = streaks[..., None]
@@ -147,9 +151,13 @@ def add_rain(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Render one or more streak layers, add accumulation and veil, composite onto `clean`.
 
-    Returns (rainy, rain) with rainy = clean + rain exactly (see `composite`).
+    The layers are one rain, so they share one blend. Returns (rainy, rain) with
+    rainy = clean + rain exactly (see `composite`).
     """
     styles = [styles] if isinstance(styles, RainStyle) else styles
+    blends = {s.blend for s in styles}
+    if len(blends) > 1:
+        raise ValueError(f"the layers of one rain share one blend, got {sorted(blends)}")
     height, width = clean.shape[:2]
     layer = np.zeros((height, width), np.float32)
     for style in styles:
@@ -157,8 +165,7 @@ def add_rain(
         layer += streaks + _accumulate(streaks, style)
     haze = 1.0 - math.prod(1.0 - s.haze for s in styles)
     atmosphere = float(rng.uniform(0.75, 1.0)) if haze > 0 else 0.9
-    # One blend for the whole layer: the first style's.
-    return composite(clean, layer, haze, atmosphere, styles[0].blend)
+    return composite(clean, layer, haze, atmosphere, blends.pop() if blends else "add")
 
 
 def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
@@ -242,7 +249,8 @@ def dead_leaves(height: int, width: int, rng: np.random.Generator, discs: int = 
 
     Radii follow the scale-invariant law p(r) ~ r^-3 between 1 px and half the shorter side;
     colours are uniform in RGB, half of them pulled towards grey (natural colours are mostly
-    desaturated). A random blur of up to 1.5 px softens the edges as defocus would.
+    desaturated). Edges are hard, as in the classic model; a random blur of up to 1.5 px
+    softens them in most images, as defocus would.
     """
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
     angle = rng.uniform(0, 2 * math.pi)
@@ -258,7 +266,7 @@ def dead_leaves(height: int, width: int, rng: np.random.Generator, discs: int = 
     colours[grey] = colours[grey] * 0.3 + colours[grey].mean(axis=1, keepdims=True) * 0.7
     for (cx, cy), radius, colour in zip(centres, radii, colours):
         # cv2 draws in fixed point (4 fractional bits), so sub-pixel centres stay sub-pixel.
-        cv2.circle(image, (round(cx * 16), round(cy * 16)), round(radius * 16), colour.tolist(), -1, cv2.LINE_AA, 4)
+        cv2.circle(image, (round(cx * 16), round(cy * 16)), round(radius * 16), colour.tolist(), -1, cv2.LINE_8, 4)
     sigma = float(rng.uniform(0, 1.5))
     return cv2.GaussianBlur(image, (0, 0), sigma) if sigma > 0.3 else image
 

@@ -6,7 +6,9 @@ SSIM(final stage) + 0.5 * sum over stages of SSIM(stage); the rain branch is sco
 the true rain layer (rainy - clean). `--l1 W` adds W x the mean absolute error of the final
 image (off by default): SSIM barely sees a uniform colour or brightness offset, which a small
 training set otherwise leaves in the output. `--procedural F` draws a share F of synthetic-rain
-patches from generated dead-leaves images, for colours a few photos do not cover. `--amp on`
+patches from generated dead-leaves images, for colours a few photos do not cover. Photo
+patches are turned, channel-shuffled and, half the time, re-exposed (gain and gamma) before the
+rain goes on; the rain is added or Screen-blended (`models/synth.py`). `--amp on`
 trains in BF16 autocast on the CPU (about twice as fast where the CPU has BF16 units);
 CUDA uses FP16 autocast by default.
 
@@ -62,6 +64,11 @@ STATE_FILE = "state.pt"
 LAST_FILE = "last.safetensors"
 BEST_FILE = "best.safetensors"
 LOG_FILE = "log.jsonl"
+# What a (seed, step) batch of synthetic rain holds: bump it when the synthesiser or the
+# augmentation changes, so that a run resumes only on the data it started with.
+# 2: dead-leaves patches, exposure jitter, Screen blend.
+DATA_RECIPE = 2
+AMP_MODES = ("auto", "on", "off")
 
 
 class TrainError(RuntimeError):
@@ -320,9 +327,9 @@ def _pick_device(name: str | None) -> torch.device:
         raise TrainError(str(err)) from None
 
 
-def _amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype: FP16 on CUDA (auto or on), BF16 on the CPU (on only), or None for FP32."""
-    if mode not in ("auto", "on", "off"):
+def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype for `--amp`: FP16 on CUDA (auto or on), BF16 on the CPU (on only), or None for FP32."""
+    if mode not in AMP_MODES:
         raise TrainError(f"--amp {mode}: choose auto, on or off")
     if mode == "off" or (mode == "auto" and device.type != "cuda"):
         return None
@@ -374,7 +381,12 @@ def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
         state = torch.load(state_path, map_location="cpu", weights_only=True)
         saved = json.loads(state["config"])
         # The model and the batch stream must match the run being resumed; the rest may change.
-        for key in ("variant", "stages", "patch", "batch", "seed", "synthetic_rain", "procedural"):
+        if cfg.synthetic_rain and state.get("recipe", 1) != DATA_RECIPE:
+            raise TrainError(
+                f"--resume: {out} was started on an older synthetic-rain recipe; "
+                f"start a new run from its weights with --init {out / LAST_FILE}"
+            )
+        for key in ("variant", "stages", "patch", "batch", "seed", "synthetic_rain", "procedural", "heavy_fraction"):
             # Runs saved before a key existed ran with its default.
             was = saved.get(key, TrainConfig.__dataclass_fields__[key].default)
             if key in ("variant", "stages") and getattr(cfg, key) is None:
@@ -385,13 +397,13 @@ def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
         raise TrainError(f"{out} already holds a run; add --resume to continue it or pick another --out")
 
     device = _pick_device(cfg.device)
+    autocast = amp_dtype(cfg.amp, device)  # a bad --amp is refused before the data is read
     train_src, val_src = build_sources(cfg)
     if state is None:
         model = _initial_model(cfg)
         cfg.variant, cfg.stages = model.variant, model.stages
     else:
         model, _ = load_checkpoint(out / LAST_FILE)
-    amp_dtype = _amp_dtype(cfg.amp, device)
     # NHWC convolutions train faster on the CPU (benchmarks/train_step.py: x1.15 in FP32, x1.25
     # more in BF16 on AMX) and feed tensor cores on CUDA.
     model.to(device, memory_format=torch.channels_last).train()
@@ -400,7 +412,7 @@ def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
 
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     # BF16 keeps FP32's range: only FP16 needs its gradients scaled.
-    amp = amp_dtype == torch.float16
+    amp = autocast == torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     step, best = 0, -math.inf
     if state is not None:
@@ -439,6 +451,7 @@ def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
                 "optimizer": optimizer.state_dict(),
                 "scaler": scaler.state_dict() if amp else {},
                 "config": json.dumps(asdict(cfg)),
+                "recipe": DATA_RECIPE,
             },
             state_path,
         )
@@ -449,8 +462,6 @@ def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
         stop["signal"] = signum
 
     handlers = {}
-    if threading.current_thread() is threading.main_thread():
-        handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     progress = Progress(
         TextColumn("[bold]train[/] epoch {task.fields[epoch]}"),
         BarColumn(),
@@ -462,6 +473,8 @@ def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
     )
     window: list[float] = []
     try:
+        if threading.current_thread() is threading.main_thread():
+            handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         with progress:
             task = progress.add_task("train", total=total, completed=step, epoch=step // steps_per_epoch + 1, loss=0.0, lr=cfg.lr)
             while step < total and stop["signal"] is None:
@@ -469,7 +482,7 @@ def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 rainy, clean, rain = (t.to(device, non_blocking=True) for t in make_batch(train_src, cfg, step))
-                with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
                     xs, rs = model.forward_stages(rainy.contiguous(memory_format=torch.channels_last))
                 loss = brn_loss(xs, rs, clean, rain, cfg.l1)
                 optimizer.zero_grad(set_to_none=True)
@@ -548,7 +561,7 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     )
     p.add_argument(
         "--amp",
-        choices=["auto", "on", "off"],
+        choices=AMP_MODES,
         default="auto",
         help="mixed precision: FP16 on CUDA (auto: on), BF16 on the CPU (auto: off; about twice as fast on CPUs with AMX)",
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,7 +58,7 @@ def derain_image(engine: Engine, model: BRN | None, job: ImageJob) -> None:
         write_png(job.rain_output, np.clip(rain[0].permute(1, 2, 0).numpy(), 0.0, 1.0))
 
 
-def run_jobs(engine: Engine, model: BRN | None, jobs: list[ImageJob], report) -> int:
+def run_jobs(engine: Engine, model: BRN | None, jobs: list[ImageJob], report: Callable[[ImageJob, str | None], None]) -> int:
     """Derain every job; a bad image is reported and skipped. Returns how many failed."""
     failed = 0
     for job in jobs:

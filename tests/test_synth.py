@@ -133,3 +133,11 @@ def test_screen_blend_fades_over_bright_backgrounds() -> None:
     assert {RainSampler(screen_fraction=0.0)(np.random.default_rng(s))[0].blend for s in range(40)} == {"add"}
     with pytest.raises(ValueError, match="blend"):
         RainStyle(blend="multiply")
+
+
+def test_one_rain_has_one_blend() -> None:
+    clean = np.full((16, 16, 3), 0.5, np.float32)
+    with pytest.raises(ValueError, match="share one blend"):
+        add_rain(clean, [RainStyle(blend="add"), RainStyle(blend="screen")], np.random.default_rng(0))
+    rainy, rain = add_rain(clean, [], np.random.default_rng(0))
+    assert np.array_equal(rainy, clean) and not rain.any()

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 import derain.models.train as train_mod
 from derain.models.checkpoint import load_checkpoint
@@ -154,7 +155,22 @@ def test_procedural_option_is_checked(clean_dir: Path, tmp_path: Path, extra: di
 def test_bf16_autocast_on_the_cpu(clean_dir: Path, tmp_path: Path) -> None:
     result = train(tiny(clean_dir, tmp_path / "run", amp="on"))
     assert np.mean(result.losses[-5:]) < np.mean(result.losses[:5]) - 0.1
-    model, _ = load_checkpoint(result.last)
-    assert all(p.dtype == torch.float32 and p.is_contiguous() for p in model.parameters())
+    # Weights stay FP32 (autocast only computes in BF16), saved as FP32 and loadable.
+    tensors = load_file(result.last)
+    assert tensors and all(t.dtype == torch.float32 for t in tensors.values())
+    load_checkpoint(result.last)
     with pytest.raises(TrainError, match="--amp"):
         train(tiny(clean_dir, tmp_path / "bad", amp="fast"))
+
+
+def test_resume_refuses_other_data(clean_dir: Path, tmp_path: Path) -> None:
+    """A resumed run must see the batches it would have seen: same sampler settings, same recipe."""
+    run = tmp_path / "run"
+    train(tiny(clean_dir, run, epochs=1, steps_per_epoch=3))
+    with pytest.raises(TrainError, match="heavy_fraction was 0.25"):
+        train(tiny(clean_dir, run, epochs=2, steps_per_epoch=3, resume=True, heavy_fraction=0.5))
+    state = torch.load(run / "state.pt", weights_only=True)
+    del state["recipe"]  # as saved before the recipe was recorded
+    torch.save(state, run / "state.pt")
+    with pytest.raises(TrainError, match="older synthetic-rain recipe.*--init"):
+        train(tiny(clean_dir, run, epochs=2, steps_per_epoch=3, resume=True))
