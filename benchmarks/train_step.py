@@ -1,9 +1,8 @@
 """Seconds a `derain train` step takes on this machine, FP32 against mixed precision.
 
-One Adam step of BRN (T = 4), channels-last as `derain train` trains, on a batch of random
-patches with the paper's loss plus L1: the model's share of a step, without the batch
-synthesis and (for FP16 on CUDA) the gradient scaling. Each variant is warmed up, then timed
-over several steps.
+`derain train`'s own step (`train_step`: Adam, the paper's loss plus L1, gradient scaling for
+FP16 on CUDA) on BRN (T = 4) and a batch of random patches: the model's share of a step,
+without the batch synthesis. Each variant is warmed up, then timed over several steps.
 
     python benchmarks/train_step.py [--patch 64] [--batch 8] [--steps 5] [--device cpu]
 """
@@ -17,7 +16,7 @@ import time
 import torch
 
 from derain.models.brn import BRN
-from derain.models.train import amp_dtype, brn_loss
+from derain.models.train import amp_dtype, train_step
 
 
 def time_steps(device: torch.device, amp: str, channels_last: bool, patch: int, batch: int, steps: int) -> float:
@@ -26,16 +25,12 @@ def time_steps(device: torch.device, amp: str, channels_last: bool, patch: int, 
     model = BRN("brn", 4).to(device, memory_format=layout)
     optimizer = torch.optim.Adam(model.parameters(), 1e-4)
     rainy, clean = torch.rand(2, batch, 3, patch, patch, device=device)
-    rainy = rainy.contiguous(memory_format=layout)
+    data = (rainy.contiguous(memory_format=layout), clean, rainy - clean)
     dtype = amp_dtype(amp, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
 
     def step() -> None:
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            xs, rs = model.forward_stages(rainy)
-        loss = brn_loss(xs, rs, clean, rainy - clean, 1.0)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        train_step(model, optimizer, scaler, data, dtype, 1.0)
 
     for _ in range(2):
         step()

@@ -285,6 +285,27 @@ def brn_loss(
     return loss
 
 
+def train_step(
+    model: BRN,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    autocast: torch.dtype | None,
+    l1: float = 0.0,
+) -> torch.Tensor:
+    """One optimiser step on a (rainy, clean, rain) batch, the forward pass autocast to `autocast`
+    (None: FP32); returns the loss."""
+    rainy, clean, rain = batch
+    with torch.autocast(rainy.device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+        xs, rs = model.forward_stages(rainy)
+    loss = brn_loss(xs, rs, clean, rain, l1)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss
+
+
 def learning_rate(base: float, step: int, total: int) -> float:
     """Step decay: x0.2 at 30%, 50% and 80% of the run."""
     passed = sum(step >= round(f * total) for f in MILESTONES)
@@ -482,13 +503,8 @@ def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 rainy, clean, rain = (t.to(device, non_blocking=True) for t in make_batch(train_src, cfg, step))
-                with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
-                    xs, rs = model.forward_stages(rainy.contiguous(memory_format=torch.channels_last))
-                loss = brn_loss(xs, rs, clean, rain, cfg.l1)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
+                rainy = rainy.contiguous(memory_format=torch.channels_last)
+                loss = train_step(model, optimizer, scaler, (rainy, clean, rain), autocast, cfg.l1)
                 step += 1
                 value = float(loss.detach())
                 result.losses.append(value)
