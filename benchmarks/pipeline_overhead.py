@@ -4,12 +4,15 @@ Both sides decode the same 720p clip with PyAV (frame threading) and encode it w
 encoder and settings (the `derain video` defaults: libx264, CRF 18, x264's default preset);
 the pipeline side also converts every frame to float RGB and back and runs an identity
 engine. Runs alternate (plain, pipeline, plain, ...) so that load from other processes hits
-both sides alike; the best run of each side is compared.
+all sides alike; the best run of each side is compared.
 
-    python benchmarks/pipeline_overhead.py [--frames 90] [--repeats 3] [--device cpu] [--skip-conversion]
+    python benchmarks/pipeline_overhead.py [--frames 90] [--repeats 3] [--device cpu]
+        [--conversion default torch skip]
 
-`--skip-conversion` swaps the YUV <-> float RGB conversion for a copy of the planes, to show
-what the threads, queues and copies cost on their own.
+`--conversion` names the pipeline variants to run side by side: `default` is what `derain
+video` does (OpenCV's arithmetic on the CPU, torch ops on a GPU), `torch` forces the torch ops
+(the GPU path, run here on the CPU), `skip` swaps the conversion for a copy of the planes, to
+show what the threads, queues and copies cost on their own.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import argparse
 import platform
 import resource
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -25,9 +29,10 @@ import torch
 import derain.stream.pipeline as pipeline_module
 from derain.benchmarks.end_to_end import make_rainy_clip, transcode
 from derain.benchmarks.harness import measure
+from derain.stream import color
 from derain.stream.color import BT709, RANGE_LIMITED, ColorSpec, from_rgb, layout_of, to_rgb
 from derain.stream.encode import DEFAULT_CRF, EncodeOptions
-from derain.stream.pipeline import VideoJob, one_torch_thread, run_video
+from derain.stream.pipeline import VideoJob, one_thread, run_video
 
 WIDTH, HEIGHT, FPS = 1280, 720, 30
 
@@ -44,16 +49,22 @@ class IdentityEngine:
         return batch
 
 
-def skip_conversion() -> None:
-    """Make the pipeline pass each batch's planes through unconverted (a copy, as conversion makes new planes)."""
+def _skipped() -> tuple[Callable, Callable]:
+    """Planes passed through unconverted (a copy, as conversion makes new planes)."""
     held: list[torch.Tensor] = []
 
     def planes_in(planes: list[torch.Tensor], spec: ColorSpec) -> torch.Tensor:
         held[:] = [p.clone() for p in planes]
         return torch.zeros(planes[0].shape[0], 3, 1, 1)
 
-    pipeline_module.to_rgb = planes_in
-    pipeline_module.from_rgb = lambda rgb, spec: list(held)
+    return planes_in, lambda rgb, spec: list(held)
+
+
+CONVERSIONS: dict[str, Callable[[], tuple[Callable, Callable]]] = {
+    "default": lambda: (to_rgb, from_rgb),
+    "torch": lambda: (color._torch_to_rgb, color._torch_from_rgb),
+    "skip": _skipped,
+}
 
 
 def cpu_seconds() -> float:
@@ -62,22 +73,26 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def conversion_ms(iterations: int = 30) -> tuple[float, float]:
-    """Median ms of to_rgb and from_rgb for one 720p 4:2:0 frame, on one torch thread as in the pipeline."""
+def conversion_ms(to_rgb: Callable, from_rgb: Callable, iterations: int = 30) -> tuple[float, float]:
+    """Median ms of to_rgb and from_rgb for one 720p 4:2:0 frame, on one thread as in the pipeline."""
     spec = ColorSpec.of(layout_of("yuv420p"), BT709, RANGE_LIMITED, HEIGHT)
     gen = torch.Generator().manual_seed(0)
     planes = [torch.randint(16, 236, (1, h, w), dtype=torch.uint8, generator=gen) for h, w in spec.layout.plane_shapes(WIDTH, HEIGHT)]
     rgb = to_rgb(planes, spec)
     cpu = torch.device("cpu")
-    with one_torch_thread():
+    with one_thread():
         rgb_in = measure(lambda p: to_rgb(p, spec), [planes], 3, iterations, 1, cpu)
         rgb_out = measure(lambda x: from_rgb(x, spec), [rgb], 3, iterations, 1, cpu)
     return rgb_in.percentile_ms(50), rgb_out.percentile_ms(50)
 
 
-def pipeline(src: Path, dst: Path, device: torch.device, batch: int) -> tuple[int, float, dict]:
+def pipeline(src: Path, dst: Path, device: torch.device, batch: int, conversion: tuple[Callable, Callable]) -> tuple[int, float, dict]:
     dst.unlink(missing_ok=True)
-    summary = run_video(VideoJob(src, dst, batch=batch, encode=EncodeOptions()), IdentityEngine(device))
+    pipeline_module.to_rgb, pipeline_module.from_rgb = conversion
+    try:
+        summary = run_video(VideoJob(src, dst, batch=batch, encode=EncodeOptions()), IdentityEngine(device))
+    finally:
+        pipeline_module.to_rgb, pipeline_module.from_rgb = to_rgb, from_rgb
     return summary.frames, summary.seconds, summary.stages
 
 
@@ -87,42 +102,45 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--skip-conversion", action="store_true", help="pass planes through unconverted (plumbing only)")
+    parser.add_argument("--conversion", nargs="+", choices=CONVERSIONS, default=["default"], help="pipeline variants to run side by side")
     args = parser.parse_args()
-    if args.skip_conversion:
-        skip_conversion()
     device = torch.device(args.device)
+    variants = {name: CONVERSIONS[name]() for name in dict.fromkeys(args.conversion)}
+    seconds: dict[str, list[float]] = {name: [] for name in ["plain", *variants]}
+    cpu: dict[str, list[float]] = {name: [] for name in seconds}
+    stages: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "rain720.mp4"
         make_rainy_clip(src, args.frames, WIDTH, HEIGHT, FPS)
-        plain, piped, stages = [], [], {}
-        cpu_plain, cpu_piped = [], []
         for _ in range(args.repeats):
             before = cpu_seconds()
             run = transcode(src, Path(tmp) / "plain.mp4")
-            cpu_plain.append(cpu_seconds() - before)
-            frames, seconds = run["frames"], run["seconds"]
-            plain.append(seconds)
-            before = cpu_seconds()
-            frames_p, seconds_p, stages_p = pipeline(src, Path(tmp) / "derain.mp4", device, args.batch)
-            cpu_piped.append(cpu_seconds() - before)
-            assert frames_p == frames, (frames_p, frames)
-            if not piped or seconds_p < min(piped):
-                stages = dict(stages_p)
-            piped.append(seconds_p)
-    best_plain, best_pipe = min(plain), min(piped)
+            cpu["plain"].append(cpu_seconds() - before)
+            seconds["plain"].append(run["seconds"])
+            frames = run["frames"]
+            for name, conversion in variants.items():
+                before = cpu_seconds()
+                frames_p, seconds_p, stages_p = pipeline(src, Path(tmp) / "derain.mp4", device, args.batch, conversion)
+                cpu[name].append(cpu_seconds() - before)
+                assert frames_p == frames, (frames_p, frames)
+                if not seconds[name] or seconds_p < min(seconds[name]):
+                    stages[name] = dict(stages_p)
+                seconds[name].append(seconds_p)
+    best_plain = min(seconds["plain"])
     print(f"{args.frames} frames {WIDTH}x{HEIGHT}, libx264 CRF {DEFAULT_CRF['libx264']}, device {device}, batch {args.batch}, "
-          f"{torch.get_num_threads()} torch threads, {platform.processor() or platform.machine()}"
-          + (", conversion skipped" if args.skip_conversion else ""))
-    print(f"{'':34}{'best s':>8}{'fps':>8}   all runs (s)")
-    print(f"{'plain PyAV decode+encode':34}{best_plain:8.2f}{frames / best_plain:8.1f}   {' '.join(f'{s:.2f}' for s in plain)}")
-    print(f"{'derain video pipeline, identity':34}{best_pipe:8.2f}{frames / best_pipe:8.1f}   {' '.join(f'{s:.2f}' for s in piped)}")
-    print(f"pipeline speed / plain speed: {best_plain / best_pipe:.1%} (target >= 90%)")
-    print(f"CPU time, ms/frame (least of the runs, all threads): plain {1000 * min(cpu_plain) / frames:.1f}, "
-          f"pipeline {1000 * min(cpu_piped) / frames:.1f}")
-    print("pipeline stage busy time, ms/frame: " + ", ".join(f"{k} {1000 * v / frames:.1f}" for k, v in stages.items() if v))
-    rgb_in, rgb_out = conversion_ms()
-    print(f"conversion alone, one thread, one frame (median): to_rgb {rgb_in:.2f} ms, from_rgb {rgb_out:.2f} ms")
+          f"{torch.get_num_threads()} torch threads, {platform.processor() or platform.machine()}")
+    print(f"{'':40}{'best s':>8}{'fps':>8}{'/ plain':>9}{'CPU ms/frame':>14}   all runs (s)")
+    for name, runs in seconds.items():
+        label = "plain PyAV decode+encode" if name == "plain" else f"pipeline, identity, {name} conversion"
+        print(f"{label:40}{min(runs):8.2f}{frames / min(runs):8.1f}{best_plain / min(runs):9.1%}"
+              f"{1000 * min(cpu[name]) / frames:14.1f}   {' '.join(f'{s:.2f}' for s in runs)}")
+    print("target: pipeline >= 90% of plain; CPU time is the least of the runs, all threads (x264's included)")
+    for name, busy in stages.items():
+        print(f"stage busy time, {name}, ms/frame: " + ", ".join(f"{k} {1000 * v / frames:.1f}" for k, v in busy.items() if v))
+    for name in ("default", "torch"):
+        if name in variants:
+            rgb_in, rgb_out = conversion_ms(*variants[name])
+            print(f"{name} conversion alone, one thread, one frame (median): to_rgb {rgb_in:.2f} ms, from_rgb {rgb_out:.2f} ms")
 
 
 if __name__ == "__main__":

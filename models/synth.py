@@ -21,6 +21,8 @@ colours over a smooth gradient, the model of natural-image statistics that image
 networks train well on (Achddou et al., "Synthetic images as a regularity prior for image
 restoration neural networks", 2021). BRN rebuilds the whole image rather than a residual, so
 backgrounds that span the colour cube teach it to keep colours the few bundled photos lack.
+Some of the leaves are thin sticks (twigs, wires, stripes, railings): clean structure shaped
+like a streak, which the network must learn to keep rather than erase as rain.
 """
 
 from __future__ import annotations
@@ -244,13 +246,14 @@ class RainSampler:
         return self.heavy(rng) if rng.random() < self.heavy_fraction else self.light(rng)
 
 
-def dead_leaves(height: int, width: int, rng: np.random.Generator, discs: int = 400) -> np.ndarray:
-    """A (H, W, 3) float32 image in [0, 1]: `discs` occluding discs over a smooth gradient.
+def dead_leaves(height: int, width: int, rng: np.random.Generator, discs: int = 400, sticks: float = 0.2) -> np.ndarray:
+    """A (H, W, 3) float32 image in [0, 1]: `discs` occluding shapes over a smooth gradient.
 
     Radii follow the scale-invariant law p(r) ~ r^-3 between 1 px and half the shorter side;
     colours are uniform in RGB, half of them pulled towards grey (natural colours are mostly
-    desaturated). Edges are hard, as in the classic model; a random blur of up to 1.5 px
-    softens them in most images, as defocus would.
+    desaturated). A `sticks` share of the shapes are segments 1-3 px wide, as long as four radii,
+    at any angle, vertical included. Edges are hard, as in the classic model; a random blur of
+    up to 1.5 px softens them in most images, as defocus would.
     """
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
     angle = rng.uniform(0, 2 * math.pi)
@@ -264,9 +267,17 @@ def dead_leaves(height: int, width: int, rng: np.random.Generator, discs: int = 
     colours = rng.random((discs, 3))
     grey = rng.random(discs) < 0.5
     colours[grey] = colours[grey] * 0.3 + colours[grey].mean(axis=1, keepdims=True) * 0.7
-    for (cx, cy), radius, colour in zip(centres, radii, colours):
-        # cv2 draws in fixed point (4 fractional bits), so sub-pixel centres stay sub-pixel.
-        cv2.circle(image, (round(cx * 16), round(cy * 16)), round(radius * 16), colour.tolist(), -1, cv2.LINE_8, 4)
+    is_stick = rng.random(discs) < sticks
+    turns = rng.uniform(0, math.pi, discs)
+    widths = rng.integers(1, 4, discs)
+    # cv2 draws in fixed point (4 fractional bits), so sub-pixel positions stay sub-pixel.
+    for (cx, cy), radius, colour, stick, turn, w in zip(centres, radii, colours, is_stick, turns, widths):
+        if stick:
+            dx, dy = 2 * radius * math.cos(turn), 2 * radius * math.sin(turn)
+            ends = (round((cx - dx) * 16), round((cy - dy) * 16)), (round((cx + dx) * 16), round((cy + dy) * 16))
+            cv2.line(image, *ends, colour.tolist(), int(w), cv2.LINE_8, 4)
+        else:
+            cv2.circle(image, (round(cx * 16), round(cy * 16)), round(radius * 16), colour.tolist(), -1, cv2.LINE_8, 4)
     sigma = float(rng.uniform(0, 1.5))
     return cv2.GaussianBlur(image, (0, 0), sigma) if sigma > 0.3 else image
 

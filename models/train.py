@@ -66,8 +66,8 @@ BEST_FILE = "best.safetensors"
 LOG_FILE = "log.jsonl"
 # What a (seed, step) batch of synthetic rain holds: bump it when the synthesiser or the
 # augmentation changes, so that a run resumes only on the data it started with.
-# 2: dead-leaves patches, exposure jitter, Screen blend.
-DATA_RECIPE = 2
+# 2: dead-leaves patches, exposure jitter, Screen blend. 3: sticks among the dead leaves.
+DATA_RECIPE = 3
 AMP_MODES = ("auto", "on", "off")
 
 

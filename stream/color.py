@@ -12,6 +12,12 @@ swscale to 4:2:0) throws away a large part of BRN's gain. Here:
   mean down would blur it on every pass);
 - the float result is rounded to nearest, never truncated.
 
+On the CPU, planar YUV goes through OpenCV's SIMD arithmetic (a weighted sum of two planes
+straight from integer codes to float, area resampling for the chroma blocks): the same maths as
+the torch ops, but each plane is written once instead of once per torch op, which halves the
+conversion's share of a CPU transcode (benchmarks/RESULTS.md). Elsewhere the torch ops run on
+the engine's device.
+
 Where the input has no matrix tag, HD and larger is taken as BT.709 and smaller as BT.601,
 as players do.
 """
@@ -22,6 +28,7 @@ import functools
 from dataclasses import dataclass
 
 import av
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -203,6 +210,42 @@ def _codes_to_rgb(spec: ColorSpec, device: torch.device) -> tuple[Tensor, Tensor
 
 def to_rgb(planes: list[Tensor], spec: ColorSpec) -> Tensor:
     """(B, 3, H, W) float32 RGB in [0, 1] (out-of-gamut values unclipped) from (B, h, w) code planes."""
+    if spec.layout.family == "yuv" and planes[0].device.type == "cpu":
+        return _opencv_to_rgb(planes, spec)
+    return _torch_to_rgb(planes, spec)
+
+
+def _host_codes(plane: Tensor) -> np.ndarray:
+    array = plane.numpy()
+    return array.view(np.uint16) if array.dtype == np.int16 else array
+
+
+def _opencv_to_rgb(planes: list[Tensor], spec: ColorSpec) -> Tensor:
+    matrix, bias = (t.double().tolist() for t in _codes_to_rgb(spec, torch.device("cpu")))
+    fx, fy = (1 << s for s in spec.layout.chroma_shift)
+    batch, height, width = planes[0].shape
+    out = torch.empty(batch, 3, height, width)
+    rgb = out.numpy()
+    scale = 1.0 / spec._scale()[1]
+    for i in range(batch):
+        y, u, v = (_host_codes(p[i]) for p in planes)
+
+        def spread(chroma: np.ndarray) -> np.ndarray:
+            # Replication, cut back to the luma grid where the last block is partial.
+            if fx == fy == 1:
+                return chroma
+            full = cv2.resize(chroma, (chroma.shape[1] * fx, chroma.shape[0] * fy), interpolation=cv2.INTER_NEAREST)
+            return full[:height, :width]
+
+        # R and B take one chroma plane each; G's two chroma terms are summed at chroma size first.
+        cv2.addWeighted(y, scale, spread(v), matrix[0][1], bias[0], dst=rgb[i, 0], dtype=cv2.CV_32F)
+        cv2.addWeighted(y, scale, spread(u), matrix[2][0], bias[2], dst=rgb[i, 2], dtype=cv2.CV_32F)
+        green = cv2.addWeighted(u, matrix[1][0], v, matrix[1][1], bias[1], dtype=cv2.CV_32F)
+        cv2.addWeighted(y, scale, spread(green), 1.0, 0.0, dst=rgb[i, 1], dtype=cv2.CV_32F)
+    return out
+
+
+def _torch_to_rgb(planes: list[Tensor], spec: ColorSpec) -> Tensor:
     layout = spec.layout
     yoff, yspan, _, _ = spec._scale()
     if layout.family == "gray":
@@ -240,6 +283,47 @@ def _rgb_to_codes(spec: ColorSpec, device: torch.device) -> tuple[Tensor, Tensor
 
 def from_rgb(rgb: Tensor, spec: ColorSpec) -> list[Tensor]:
     """Code planes (uint8, or int16 holding up to 16 bits) for `spec` from (B, 3, H, W) RGB in [0, 1]."""
+    if spec.layout.family == "yuv" and rgb.device.type == "cpu":
+        return _opencv_from_rgb(rgb, spec)
+    return _torch_from_rgb(rgb, spec)
+
+
+def _opencv_from_rgb(rgb: Tensor, spec: ColorSpec) -> list[Tensor]:
+    layout = spec.layout
+    yoff, yspan, coff, cspan = spec._scale()
+    kr, kb = spec.kr, spec.kb
+    kg = 1.0 - kr - kb
+    chroma_rows = [[-kr / (1 - kb) / 2, -kg / (1 - kb) / 2, 0.5], [0.5, -kg / (1 - kr) / 2, -kb / (1 - kr) / 2]]
+    fx, fy = (1 << s for s in layout.chroma_shift)
+    x = rgb.float().contiguous().numpy()
+    batch, _, height, width = x.shape
+    shapes = layout.plane_shapes(width, height)
+    deep = layout.bits > 8
+    codes = [np.empty((batch, *shape), np.uint16 if deep else np.uint8) for shape in shapes]
+    depth = cv2.CV_16U if deep else cv2.CV_8U
+
+    def weighted(r: np.ndarray, g: np.ndarray, b: np.ndarray, w: list[float], offset: float, dst: np.ndarray) -> None:
+        # Saturating conversion rounds to nearest; codes above a deep format's top are cut below.
+        partial = cv2.addWeighted(r, w[0], g, w[1], offset)
+        cv2.addWeighted(partial, 1.0, b, w[2], 0.0, dst=dst, dtype=depth)
+        if deep and layout.bits < 16:
+            np.minimum(dst, spec.max_code, out=dst)
+
+    for i in range(batch):
+        r, g, b = x[i]
+        weighted(r, g, b, [kr * yspan, kg * yspan, kb * yspan], yoff, codes[0][i])
+        if fx * fy > 1:
+            # The mean of each chroma block (area resampling by a whole factor); a partial last
+            # block is filled out by repeating its edge, as the torch path pads.
+            if height % fy or width % fx:
+                r, g, b = (cv2.copyMakeBorder(c, 0, -height % fy, 0, -width % fx, cv2.BORDER_REPLICATE) for c in (r, g, b))
+            r, g, b = (cv2.resize(c, shapes[1][::-1], interpolation=cv2.INTER_AREA) for c in (r, g, b))
+        for k, row in enumerate(chroma_rows):
+            weighted(r, g, b, [w * cspan for w in row], coff, codes[1 + k][i])
+    return [torch.from_numpy(c.view(np.int16) if deep else c) for c in codes]
+
+
+def _torch_from_rgb(rgb: Tensor, spec: ColorSpec) -> list[Tensor]:
     layout = spec.layout
     rgb = rgb.float()
     yoff = spec._scale()[0]

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import torch
 
@@ -61,17 +62,16 @@ class Result:
 
 
 @contextlib.contextmanager
-def one_torch_thread() -> Iterator[None]:
-    """torch's intra-op work on the calling thread alone for the block, then as before."""
-    before = torch.get_num_threads()
-    if before == 1:
-        yield
-        return
+def one_thread() -> Iterator[None]:
+    """torch's and OpenCV's work on the calling thread alone for the block, then as before."""
+    before = torch.get_num_threads(), cv2.getNumThreads()
     torch.set_num_threads(1)
+    cv2.setNumThreads(1)
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        torch.set_num_threads(before[0])
+        cv2.setNumThreads(before[1])
 
 
 class _Slot:
@@ -110,10 +110,10 @@ class InferenceStage:
         return torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
 
     def _convert_threads(self) -> contextlib.AbstractContextManager:
-        """One torch thread for conversion on the CPU: it is memory-bound, and the encoder's
+        """One thread for conversion on the CPU: it is memory-bound, and the encoder's
         threads already fill every core, so more torch threads only spin against them (measured
         on 2 cores: the identity pipeline went from about 50% to over 90% of plain transcode speed)."""
-        return contextlib.nullcontext() if self.cuda else one_torch_thread()
+        return contextlib.nullcontext() if self.cuda else one_thread()
 
     def _mark(self, slot: _Slot, stage: str, stream: torch.cuda.Stream | None, work: Callable[[], None]) -> None:
         """Run `work` and account its time to `stage`: wall time on the CPU, CUDA events on a GPU."""

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from derain.stream import color
 from derain.stream.color import BT601, BT709, RANGE_FULL, RANGE_LIMITED, ColorSpec, from_rgb, layout_of, to_rgb
 
 CASES = [
@@ -48,8 +49,16 @@ def reference_rgb(planes: list[torch.Tensor], spec: ColorSpec, height: int, widt
     return np.stack((r, g, b), 1)
 
 
+# On the CPU to_rgb/from_rgb run OpenCV's arithmetic; the torch ops are what runs on a GPU.
+IMPLEMENTATIONS = {"cpu-opencv": (to_rgb, from_rgb), "torch": (color._torch_to_rgb, color._torch_from_rgb)}
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 @pytest.mark.parametrize(("fmt", "matrix", "color_range", "height", "width"), CASES)
-def test_to_rgb_matches_the_standard_and_round_trips_exactly(fmt: str, matrix: int, color_range: int, height: int, width: int) -> None:
+def test_to_rgb_matches_the_standard_and_round_trips_exactly(
+    fmt: str, matrix: int, color_range: int, height: int, width: int, impl: str
+) -> None:
+    to_rgb, from_rgb = IMPLEMENTATIONS[impl]
     spec = ColorSpec.of(layout_of(fmt), matrix, color_range, height)
     planes = planes_for(spec, height, width)
     rgb = to_rgb(planes, spec)
@@ -58,3 +67,19 @@ def test_to_rgb_matches_the_standard_and_round_trips_exactly(fmt: str, matrix: i
     back = from_rgb(rgb, spec)
     for k, (a, b) in enumerate(zip(planes, back)):
         assert a.dtype == b.dtype and torch.equal(a, b), f"plane {k} changed in the round trip"
+
+
+@pytest.mark.parametrize(("fmt", "matrix", "color_range", "height", "width"), CASES)
+def test_the_implementations_encode_alike(fmt: str, matrix: int, color_range: int, height: int, width: int) -> None:
+    """Model output is not on the code grid: both ways round it (and average chroma blocks) alike."""
+    spec = ColorSpec.of(layout_of(fmt), matrix, color_range, height)
+    rgb = torch.from_numpy(np.random.default_rng(3).uniform(-0.05, 1.05, (2, 3, height, width)).astype(np.float32))
+    for k, (a, b) in enumerate(zip(from_rgb(rgb, spec), color._torch_from_rgb(rgb, spec))):
+        a, b = (p.numpy().view(np.uint16) if p.dtype == torch.int16 else p.numpy() for p in (a, b))
+        assert a.dtype == b.dtype and a.shape == b.shape
+        # Float summation order differs, so a value within a hair of a rounding tie may go either way.
+        diff = np.abs(a.astype(np.int64) - b)
+        assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, f"plane {k}"
+    # Non-contiguous input (an HWC image seen as CHW) converts the same.
+    hwc = rgb.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+    assert all(torch.equal(a, b) for a, b in zip(from_rgb(hwc, spec), from_rgb(rgb, spec)))

@@ -119,6 +119,20 @@ def test_dead_leaves_is_seeded_and_spans_the_colour_cube() -> None:
     assert len(occupied) > 50  # of 64 coarse colour cells
 
 
+def test_dead_leaves_sticks_are_thin_structure() -> None:
+    """Sticks are what a 5x5 opening/closing erases: more of it with sticks than with discs alone."""
+    kernel = np.ones((5, 5), np.uint8)
+
+    def thin_share(sticks: float, seed: int) -> float:
+        grey = dead_leaves(128, 128, np.random.default_rng(seed), discs=100, sticks=sticks).mean(axis=2)
+        opened = cv2.morphologyEx(grey, cv2.MORPH_OPEN, kernel)
+        closed = cv2.morphologyEx(grey, cv2.MORPH_CLOSE, kernel)
+        return float(((np.abs(grey - opened) + np.abs(closed - grey)) > 0.05).mean())
+
+    for seed in range(6):
+        assert thin_share(1.0, seed) > 1.5 * thin_share(0.0, seed)
+
+
 def test_screen_blend_fades_over_bright_backgrounds() -> None:
     """Screen: full streak over black, none over white, in proportion between; add clips at white."""
     streaks = render_streaks(64, 64, RainStyle(density=0.01, length=20, intensity=0.8), np.random.default_rng(2))
