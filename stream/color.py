@@ -14,9 +14,9 @@ swscale to 4:2:0) throws away a large part of BRN's gain. Here:
 
 On the CPU, planar YUV goes through OpenCV's SIMD arithmetic (a weighted sum of two planes
 straight from integer codes to float, area resampling for the chroma blocks): the same maths as
-the torch ops, but each plane is written once instead of once per torch op, which halves the
-conversion's share of a CPU transcode (benchmarks/RESULTS.md). Elsewhere the torch ops run on
-the engine's device.
+the torch ops, but each plane is written once instead of once per torch op (a 720p frame's
+round trip takes 3.3 ms of one core instead of 5.7; benchmarks/RESULTS.md). Elsewhere the torch
+ops run on the engine's device.
 
 Where the input has no matrix tag, HD and larger is taken as BT.709 and smaller as BT.601,
 as players do.
@@ -227,16 +227,16 @@ def _opencv_to_rgb(planes: list[Tensor], spec: ColorSpec) -> Tensor:
     out = torch.empty(batch, 3, height, width)
     rgb = out.numpy()
     scale = 1.0 / spec._scale()[1]
+
+    def spread(chroma: np.ndarray) -> np.ndarray:
+        # Replication, cut back to the luma grid where the last block is partial.
+        if fx == fy == 1:
+            return chroma
+        full = cv2.resize(chroma, (chroma.shape[1] * fx, chroma.shape[0] * fy), interpolation=cv2.INTER_NEAREST)
+        return full[:height, :width]
+
     for i in range(batch):
         y, u, v = (_host_codes(p[i]) for p in planes)
-
-        def spread(chroma: np.ndarray) -> np.ndarray:
-            # Replication, cut back to the luma grid where the last block is partial.
-            if fx == fy == 1:
-                return chroma
-            full = cv2.resize(chroma, (chroma.shape[1] * fx, chroma.shape[0] * fy), interpolation=cv2.INTER_NEAREST)
-            return full[:height, :width]
-
         # R and B take one chroma plane each; G's two chroma terms are summed at chroma size first.
         cv2.addWeighted(y, scale, spread(v), matrix[0][1], bias[0], dst=rgb[i, 0], dtype=cv2.CV_32F)
         cv2.addWeighted(y, scale, spread(u), matrix[2][0], bias[2], dst=rgb[i, 2], dtype=cv2.CV_32F)
@@ -268,17 +268,24 @@ def _rgb_to_codes(spec: ColorSpec, device: torch.device) -> tuple[Tensor, Tensor
     Made once per spec and device: a small tensor built from host values inside a batch is a
     blocking host-to-device copy that would stall the CUDA pipeline on every frame.
     """
-    yoff, yspan, coff, cspan = spec._scale()
-    kr, kb = spec.kr, spec.kb
-    kg = 1.0 - kr - kb
+    coff = spec._scale()[2]
     sx, sy = spec.layout.chroma_shift
     fy, fx = 1 << sy, 1 << sx
-    luma = torch.tensor([kr, kg, kb]) * yspan
-    uv = torch.tensor([[-kr / (1 - kb) / 2, -kg / (1 - kb) / 2, 0.5], [0.5, -kg / (1 - kr) / 2, -kb / (1 - kr) / 2]])
+    luma_row, chroma_rows = _rgb_weights(spec)
+    luma = torch.tensor(luma_row)
     # The mean over each chroma block and the matrix in one strided convolution.
-    weight = (uv * (cspan / (fy * fx))).view(2, 3, 1, 1).expand(2, 3, fy, fx).contiguous()
+    weight = (torch.tensor(chroma_rows) / (fy * fx)).view(2, 3, 1, 1).expand(2, 3, fy, fx).contiguous()
     bias = torch.tensor([coff + 0.5, coff + 0.5])
     return luma.to(device), weight.to(device), bias.to(device)
+
+
+def _rgb_weights(spec: ColorSpec) -> tuple[list[float], list[list[float]]]:
+    """Code values per unit of R, G and B: the luma row and the (U, V) rows, offsets left out."""
+    _, yspan, _, cspan = spec._scale()
+    kr, kb = spec.kr, spec.kb
+    kg = 1.0 - kr - kb
+    uv = [[-kr / (1 - kb) / 2, -kg / (1 - kb) / 2, 0.5], [0.5, -kg / (1 - kr) / 2, -kb / (1 - kr) / 2]]
+    return [kr * yspan, kg * yspan, kb * yspan], [[w * cspan for w in row] for row in uv]
 
 
 def from_rgb(rgb: Tensor, spec: ColorSpec) -> list[Tensor]:
@@ -290,10 +297,8 @@ def from_rgb(rgb: Tensor, spec: ColorSpec) -> list[Tensor]:
 
 def _opencv_from_rgb(rgb: Tensor, spec: ColorSpec) -> list[Tensor]:
     layout = spec.layout
-    yoff, yspan, coff, cspan = spec._scale()
-    kr, kb = spec.kr, spec.kb
-    kg = 1.0 - kr - kb
-    chroma_rows = [[-kr / (1 - kb) / 2, -kg / (1 - kb) / 2, 0.5], [0.5, -kg / (1 - kr) / 2, -kb / (1 - kr) / 2]]
+    yoff, _, coff, _ = spec._scale()
+    luma_row, chroma_rows = _rgb_weights(spec)
     fx, fy = (1 << s for s in layout.chroma_shift)
     x = rgb.float().contiguous().numpy()
     batch, _, height, width = x.shape
@@ -311,7 +316,7 @@ def _opencv_from_rgb(rgb: Tensor, spec: ColorSpec) -> list[Tensor]:
 
     for i in range(batch):
         r, g, b = x[i]
-        weighted(r, g, b, [kr * yspan, kg * yspan, kb * yspan], yoff, codes[0][i])
+        weighted(r, g, b, luma_row, yoff, codes[0][i])
         if fx * fy > 1:
             # The mean of each chroma block (area resampling by a whole factor); a partial last
             # block is filled out by repeating its edge, as the torch path pads.
@@ -319,7 +324,7 @@ def _opencv_from_rgb(rgb: Tensor, spec: ColorSpec) -> list[Tensor]:
                 r, g, b = (cv2.copyMakeBorder(c, 0, -height % fy, 0, -width % fx, cv2.BORDER_REPLICATE) for c in (r, g, b))
             r, g, b = (cv2.resize(c, shapes[1][::-1], interpolation=cv2.INTER_AREA) for c in (r, g, b))
         for k, row in enumerate(chroma_rows):
-            weighted(r, g, b, [w * cspan for w in row], coff, codes[1 + k][i])
+            weighted(r, g, b, row, coff, codes[1 + k][i])
     return [torch.from_numpy(c.view(np.int16) if deep else c) for c in codes]
 
 
