@@ -6,7 +6,8 @@ SSIM(final stage) + 0.5 * sum over stages of SSIM(stage); the rain branch is sco
 the true rain layer (rainy - clean). `--l1 W` adds W x the mean absolute error of the final
 image (off by default): SSIM barely sees a uniform colour or brightness offset, which a small
 training set otherwise leaves in the output. `--procedural F` draws a share F of synthetic-rain
-patches from generated dead-leaves images, for colours a few photos do not cover. Photo
+patches from generated dead-leaves images (discs and thin sticks), for colours a few photos
+do not cover and for streak-like structure that is not rain. Photo
 patches are turned, channel-shuffled and, half the time, re-exposed (gain and gamma) before the
 rain goes on; the rain is added or Screen-blended (`models/synth.py`). `--amp on`
 trains in BF16 autocast on the CPU (about twice as fast where the CPU has BF16 units);
