@@ -140,7 +140,7 @@ def main() -> None:
     for name in ("default", "torch"):
         if name in variants:
             rgb_in, rgb_out = conversion_ms(*variants[name])
-            print(f"{name} conversion alone, one thread, one frame (median): to_rgb {rgb_in:.2f} ms, from_rgb {rgb_out:.2f} ms")
+            print(f"{name} conversion alone, on the CPU, one thread, one frame (median): to_rgb {rgb_in:.2f} ms, from_rgb {rgb_out:.2f} ms")
 
 
 if __name__ == "__main__":

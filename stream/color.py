@@ -13,10 +13,12 @@ swscale to 4:2:0) throws away a large part of BRN's gain. Here:
 - the float result is rounded to nearest, never truncated.
 
 On the CPU, planar YUV goes through OpenCV's SIMD arithmetic (a weighted sum of two planes
-straight from integer codes to float, area resampling for the chroma blocks): the same maths as
-the torch ops, but each plane is written once instead of once per torch op (a 720p frame's
-round trip takes 3.3 ms of one core instead of 5.7; benchmarks/RESULTS.md). Elsewhere the torch
-ops run on the engine's device.
+straight from integer codes to float, area resampling for the chroma blocks): the maths of the
+torch ops in fewer full-frame passes (a 720p frame's round trip takes 3.3 ms of one core instead
+of 5.7; benchmarks/RESULTS.md). Elsewhere the torch ops run on the engine's device. The two
+agree to float rounding, except that OpenCV rounds exact ties to even (the torch ops round
+them up) and turns non-finite or absurd values (beyond about 1e7 codes, which only a broken
+engine makes) into 0 where the torch ops saturate them.
 
 Where the input has no matrix tag, HD and larger is taken as BT.709 and smaller as BT.601,
 as players do.
@@ -224,7 +226,7 @@ def _opencv_to_rgb(planes: list[Tensor], spec: ColorSpec) -> Tensor:
     matrix, bias = (t.double().tolist() for t in _codes_to_rgb(spec, torch.device("cpu")))
     fx, fy = (1 << s for s in spec.layout.chroma_shift)
     batch, height, width = planes[0].shape
-    out = torch.empty(batch, 3, height, width)
+    out = torch.empty(batch, 3, height, width, dtype=torch.float32)
     rgb = out.numpy()
     scale = 1.0 / spec._scale()[1]
 
@@ -300,7 +302,7 @@ def _opencv_from_rgb(rgb: Tensor, spec: ColorSpec) -> list[Tensor]:
     yoff, _, coff, _ = spec._scale()
     luma_row, chroma_rows = _rgb_weights(spec)
     fx, fy = (1 << s for s in layout.chroma_shift)
-    x = rgb.float().contiguous().numpy()
+    x = rgb.detach().float().contiguous().numpy()
     batch, _, height, width = x.shape
     shapes = layout.plane_shapes(width, height)
     deep = layout.bits > 8

@@ -80,6 +80,10 @@ def test_the_implementations_encode_alike(fmt: str, matrix: int, color_range: in
         # Float summation order differs, so a value within a hair of a rounding tie may go either way.
         diff = np.abs(a.astype(np.int64) - b)
         assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, f"plane {k}"
-    # Non-contiguous input (an HWC image seen as CHW) converts the same.
+    # Non-contiguous input (an HWC image seen as CHW), half precision and a tensor that
+    # requires grad (a model's output outside no_grad) convert as the float32 tensor does.
     hwc = rgb.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
     assert all(torch.equal(a, b) for a, b in zip(from_rgb(hwc, spec), from_rgb(rgb, spec)))
+    assert all(torch.equal(a, b) for a, b in zip(from_rgb(rgb.requires_grad_(), spec), from_rgb(hwc, spec)))
+    half = rgb.detach().half()
+    assert all(torch.equal(a, b) for a, b in zip(from_rgb(half, spec), from_rgb(half.float(), spec)))
