@@ -217,7 +217,8 @@ def to_rgb(planes: list[Tensor], spec: ColorSpec) -> Tensor:
     return _torch_to_rgb(planes, spec)
 
 
-def _host_codes(plane: Tensor) -> np.ndarray:
+def host_codes(plane: Tensor) -> np.ndarray:
+    """A CPU code plane as NumPy: uint8, or uint16 for the int16 tensors deep formats travel in (no copy)."""
     array = plane.numpy()
     return array.view(np.uint16) if array.dtype == np.int16 else array
 
@@ -238,7 +239,7 @@ def _opencv_to_rgb(planes: list[Tensor], spec: ColorSpec) -> Tensor:
         return full[:height, :width]
 
     for i in range(batch):
-        y, u, v = (_host_codes(p[i]) for p in planes)
+        y, u, v = (host_codes(p[i]) for p in planes)
         # R and B take one chroma plane each; G's two chroma terms are summed at chroma size first.
         cv2.addWeighted(y, scale, spread(v), matrix[0][1], bias[0], dst=rgb[i, 0], dtype=cv2.CV_32F)
         cv2.addWeighted(y, scale, spread(u), matrix[2][0], bias[2], dst=rgb[i, 2], dtype=cv2.CV_32F)

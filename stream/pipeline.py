@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from derain.engines import Engine
-from derain.stream.color import ColorSpec, from_rgb, to_rgb
+from derain.stream.color import ColorSpec, from_rgb, host_codes, to_rgb
 from derain.stream.decode import Frame, InputError, Source, frames, open_source
 from derain.stream.encode import EncodeOptions, OutputError, Sink
 from derain.stream.stats import Stats, Summary
@@ -206,10 +206,7 @@ class InferenceStage:
             for stage, begin, end in slot.marks:
                 self.stats.add(stage, begin.elapsed_time(end) / 1000)
             slot.marks.clear()
-        arrays = []
-        for plane in slot.out:
-            host = plane.numpy()
-            arrays.append(host.view(np.uint16) if host.dtype == np.int16 else host)
+        arrays = [host_codes(plane) for plane in slot.out]
         per_frame = [[a[i] for a in arrays] for i in range(len(slot.pts))]
         preview = slot.preview.numpy() if slot.preview is not None else None
         return Result(list(slot.pts), per_frame, preview)
