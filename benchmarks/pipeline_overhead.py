@@ -10,7 +10,7 @@ all sides alike; the best run of each side is compared.
         [--conversion default torch skip]
 
 `--conversion` names the pipeline variants to run side by side: `default` is what `derain
-video` does (OpenCV's arithmetic on the CPU, torch ops on a GPU), `torch` forces the torch ops
+video` does (the numba kernels on the CPU, torch ops on a GPU), `torch` forces the torch ops
 (the GPU path, run here on the CPU), `skip` swaps the conversion for a copy of the planes, to
 show what the threads, queues and copies cost on their own.
 """

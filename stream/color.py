@@ -12,13 +12,11 @@ swscale to 4:2:0) throws away a large part of BRN's gain. Here:
   mean down would blur it on every pass);
 - the float result is rounded to nearest, never truncated.
 
-On the CPU, planar YUV goes through OpenCV's SIMD arithmetic (a weighted sum of two planes
-straight from integer codes to float, area resampling for the chroma blocks): the maths of the
-torch ops in fewer full-frame passes (a 720p frame's round trip takes 3.3 ms of one core instead
-of 5.7; benchmarks/RESULTS.md). Elsewhere the torch ops run on the engine's device. The two
-agree to float rounding, except that OpenCV rounds exact ties to even (the torch ops round
-them up) and turns non-finite or absurd values (beyond about 1e7 codes, which only a broken
-engine makes) into 0 where the torch ops saturate them.
+On the CPU, planar YUV goes through one-pass numba kernels (yuv_kernels.py): the maths of
+the torch ops, with the float frame written once on the way in and read once on the way out
+(a 720p frame's round trip takes 1.7 ms of one core instead of 5.7 with the torch ops;
+benchmarks/RESULTS.md). Elsewhere the torch ops run on the engine's device. The two agree to
+float rounding: a value within a hair of a rounding tie may land one code apart.
 
 Where the input has no matrix tag, HD and larger is taken as BT.709 and smaller as BT.601,
 as players do.
@@ -30,7 +28,6 @@ import functools
 from dataclasses import dataclass
 
 import av
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -213,7 +210,7 @@ def _codes_to_rgb(spec: ColorSpec, device: torch.device) -> tuple[Tensor, Tensor
 def to_rgb(planes: list[Tensor], spec: ColorSpec) -> Tensor:
     """(B, 3, H, W) float32 RGB in [0, 1] (out-of-gamut values unclipped) from (B, h, w) code planes."""
     if spec.layout.family == "yuv" and planes[0].device.type == "cpu":
-        return _opencv_to_rgb(planes, spec)
+        return _cpu_to_rgb(planes, spec)
     return _torch_to_rgb(planes, spec)
 
 
@@ -223,28 +220,18 @@ def host_codes(plane: Tensor) -> np.ndarray:
     return array.view(np.uint16) if array.dtype == np.int16 else array
 
 
-def _opencv_to_rgb(planes: list[Tensor], spec: ColorSpec) -> Tensor:
-    matrix, bias = (t.double().tolist() for t in _codes_to_rgb(spec, torch.device("cpu")))
-    fx, fy = (1 << s for s in spec.layout.chroma_shift)
-    batch, height, width = planes[0].shape
-    out = torch.empty(batch, 3, height, width, dtype=torch.float32)
-    rgb = out.numpy()
-    scale = 1.0 / spec._scale()[1]
+def _cpu_to_rgb(planes: list[Tensor], spec: ColorSpec) -> Tensor:
+    # Imported here: numba takes a third of a second to import, which commands that convert
+    # nothing on the CPU (--help, a GPU job) need not pay.
+    from derain.stream import yuv_kernels
 
-    def spread(chroma: np.ndarray) -> np.ndarray:
-        # Replication, cut back to the luma grid where the last block is partial.
-        if fx == fy == 1:
-            return chroma
-        full = cv2.resize(chroma, (chroma.shape[1] * fx, chroma.shape[0] * fy), interpolation=cv2.INTER_NEAREST)
-        return full[:height, :width]
-
-    for i in range(batch):
-        y, u, v = (host_codes(p[i]) for p in planes)
-        # R and B take one chroma plane each; G's two chroma terms are summed at chroma size first.
-        cv2.addWeighted(y, scale, spread(v), matrix[0][1], bias[0], dst=rgb[i, 0], dtype=cv2.CV_32F)
-        cv2.addWeighted(y, scale, spread(u), matrix[2][0], bias[2], dst=rgb[i, 2], dtype=cv2.CV_32F)
-        green = cv2.addWeighted(u, matrix[1][0], v, matrix[1][1], bias[1], dtype=cv2.CV_32F)
-        cv2.addWeighted(y, scale, spread(green), 1.0, 0.0, dst=rgb[i, 1], dtype=cv2.CV_32F)
+    matrix_uv, bias = _codes_to_rgb(spec, torch.device("cpu"))
+    (_, mrv), (mgu, mgv), (mbu, _) = matrix_uv.tolist()
+    y, u, v = (np.ascontiguousarray(host_codes(p.detach())) for p in planes)
+    out = torch.empty(y.shape[0], 3, *y.shape[1:], dtype=torch.float32)
+    sx, sy = spec.layout.chroma_shift
+    matrix = np.array([mrv, mgu, mgv, mbu], np.float32)
+    yuv_kernels.yuv_to_rgb(y, u, v, out.numpy(), np.float32(1.0 / spec._scale()[1]), matrix, bias.numpy(), sx, sy)
     return out
 
 
@@ -294,40 +281,24 @@ def _rgb_weights(spec: ColorSpec) -> tuple[list[float], list[list[float]]]:
 def from_rgb(rgb: Tensor, spec: ColorSpec) -> list[Tensor]:
     """Code planes (uint8, or int16 holding up to 16 bits) for `spec` from (B, 3, H, W) RGB in [0, 1]."""
     if spec.layout.family == "yuv" and rgb.device.type == "cpu":
-        return _opencv_from_rgb(rgb, spec)
+        return _cpu_from_rgb(rgb, spec)
     return _torch_from_rgb(rgb, spec)
 
 
-def _opencv_from_rgb(rgb: Tensor, spec: ColorSpec) -> list[Tensor]:
+def _cpu_from_rgb(rgb: Tensor, spec: ColorSpec) -> list[Tensor]:
+    from derain.stream import yuv_kernels
+
     layout = spec.layout
     yoff, _, coff, _ = spec._scale()
     luma_row, chroma_rows = _rgb_weights(spec)
-    fx, fy = (1 << s for s in layout.chroma_shift)
+    sx, sy = layout.chroma_shift
     x = rgb.detach().float().contiguous().numpy()
     batch, _, height, width = x.shape
-    shapes = layout.plane_shapes(width, height)
     deep = layout.bits > 8
-    codes = [np.empty((batch, *shape), np.uint16 if deep else np.uint8) for shape in shapes]
-    depth = cv2.CV_16U if deep else cv2.CV_8U
-
-    def weighted(r: np.ndarray, g: np.ndarray, b: np.ndarray, w: list[float], offset: float, dst: np.ndarray) -> None:
-        # Saturating conversion rounds to nearest; codes above a deep format's top are cut below.
-        partial = cv2.addWeighted(r, w[0], g, w[1], offset)
-        cv2.addWeighted(partial, 1.0, b, w[2], 0.0, dst=dst, dtype=depth)
-        if deep and layout.bits < 16:
-            np.minimum(dst, spec.max_code, out=dst)
-
-    for i in range(batch):
-        r, g, b = x[i]
-        weighted(r, g, b, luma_row, yoff, codes[0][i])
-        if fx * fy > 1:
-            # The mean of each chroma block (area resampling by a whole factor); a partial last
-            # block is filled out by repeating its edge, as the torch path pads.
-            if height % fy or width % fx:
-                r, g, b = (cv2.copyMakeBorder(c, 0, -height % fy, 0, -width % fx, cv2.BORDER_REPLICATE) for c in (r, g, b))
-            r, g, b = (cv2.resize(c, shapes[1][::-1], interpolation=cv2.INTER_AREA) for c in (r, g, b))
-        for k, row in enumerate(chroma_rows):
-            weighted(r, g, b, row, coff, codes[1 + k][i])
+    codes = [np.empty((batch, *shape), np.uint16 if deep else np.uint8) for shape in layout.plane_shapes(width, height)]
+    chroma = np.array(chroma_rows, np.float32) / (1 << (sx + sy))
+    yuv_kernels.rgb_to_yuv(x, *codes, np.array(luma_row, np.float32), chroma, np.float32(yoff + 0.5), np.float32(coff + 0.5),
+                           spec.max_code, sx, sy)
     return [torch.from_numpy(c.view(np.int16) if deep else c) for c in codes]
 
 

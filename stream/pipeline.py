@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import av
-import cv2
 import numpy as np
 import torch
 
@@ -63,15 +62,14 @@ class Result:
 
 @contextlib.contextmanager
 def one_thread() -> Iterator[None]:
-    """torch's and OpenCV's work on the calling thread alone for the block, then as before."""
-    before = torch.get_num_threads(), cv2.getNumThreads()
+    """torch's work on the calling thread alone for the block, then as before (the numba
+    kernels are single-threaded already)."""
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
-    cv2.setNumThreads(1)
     try:
         yield
     finally:
-        torch.set_num_threads(before[0])
-        cv2.setNumThreads(before[1])
+        torch.set_num_threads(before)
 
 
 class _Slot:

@@ -49,8 +49,8 @@ def reference_rgb(planes: list[torch.Tensor], spec: ColorSpec, height: int, widt
     return np.stack((r, g, b), 1)
 
 
-# On the CPU to_rgb/from_rgb run OpenCV's arithmetic; the torch ops are what runs on a GPU.
-IMPLEMENTATIONS = {"cpu-opencv": (to_rgb, from_rgb), "torch": (color._torch_to_rgb, color._torch_from_rgb)}
+# On the CPU to_rgb/from_rgb run the numba kernels; the torch ops are what runs on a GPU.
+IMPLEMENTATIONS = {"cpu-numba": (to_rgb, from_rgb), "torch": (color._torch_to_rgb, color._torch_from_rgb)}
 
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
