@@ -17,6 +17,8 @@ CASES = [
     ("yuv444p", BT709, RANGE_LIMITED, 12, 18),
     ("yuv420p10le", 9, RANGE_LIMITED, 24, 40),  # BT.2020
     ("yuv444p16le", BT709, RANGE_FULL, 8, 10),
+    ("yuv410p", BT601, RANGE_LIMITED, 19, 30),  # 4x4 chroma blocks, partial at both edges
+    ("yuv440p", BT709, RANGE_LIMITED, 13, 20),  # vertical subsampling only
 ]
 
 
