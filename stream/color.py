@@ -14,7 +14,7 @@ swscale to 4:2:0) throws away a large part of BRN's gain. Here:
 
 On the CPU, planar YUV goes through one-pass numba kernels (yuv_kernels.py): the maths of
 the torch ops, with the float frame written once on the way in and read once on the way out
-(a 720p frame's round trip takes 1.7 ms of one core instead of 5.7 with the torch ops;
+(a 720p frame's round trip takes 1.8 ms of one core instead of 5.9 with the torch ops;
 benchmarks/RESULTS.md). Elsewhere the torch ops run on the engine's device. The two agree to
 float rounding: a value within a hair of a rounding tie may land one code apart.
 

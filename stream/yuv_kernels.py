@@ -4,7 +4,7 @@ The conversion is memory-bound: composed from whole-plane array operations it re
 an 11 MB float frame several times at 720p and leaves the encoder's caches cold. Here each
 output row is made from rows that sit in L1, so the float frame is written once on the way in
 and read once on the way out (benchmarks/RESULTS.md: the round trip of a 720p 4:2:0 frame
-takes 1.7 ms of one core against 3.3 for OpenCV's arithmetic).
+takes 1.8 ms of one core against 3.3 for OpenCV's arithmetic).
 
 The maths is color.py's, with its constants passed in: replication of chroma on the way in,
 the mean of the same block on the way out (a partial block at an odd edge is filled out by
