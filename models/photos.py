@@ -148,15 +148,25 @@ def write_debian(out: Path, photos: tuple[Photo, ...] = DEBIAN) -> list[Path]:
         work = Path(tmp)
         fetched = subprocess.run(["apt-get", "download", *packages], cwd=work, capture_output=True, text=True)
         if fetched.returncode:
-            last = (fetched.stderr.strip().splitlines() or ["no output"])[-1]
-            raise PhotoError(f"apt-get download {' '.join(packages)} failed ({last}); run apt-get update, or use --no-debian")
+            errors = "; ".join(line for line in fetched.stderr.splitlines() if line.startswith("E:")) or "no error printed"
+            raise PhotoError(
+                f"apt-get download failed ({errors}): these exact versions are in Debian 12 (bookworm) and "
+                "at snapshot.debian.org; or use --no-debian"
+            )
         for deb in work.glob("*.deb"):
-            subprocess.run(["dpkg-deb", "-x", str(deb), str(work / "root")], check=True)
+            unpacked = subprocess.run(["dpkg-deb", "-x", str(deb), str(work / "root")], capture_output=True, text=True)
+            if unpacked.returncode:
+                raise PhotoError(f"dpkg-deb -x {deb.name} failed: {unpacked.stderr.strip() or 'no error printed'}")
         for photo in photos:
             source = work / "root" / photo.path
-            if not source.is_file() or not sha256_file(source).startswith(photo.sha256_prefix):
-                raise PhotoError(f"{photo.package}: {photo.path} is missing or not the file the weights were trained on")
+            if not source.is_file():
+                raise PhotoError(f"{photo.package}: no {photo.path} in the package")
+            digest = sha256_file(source)
+            if not digest.startswith(photo.sha256_prefix):
+                raise PhotoError(f"{photo.package}: {photo.path} has sha256 {digest[:16]}..., not {photo.sha256_prefix}...")
             image = cv2.imread(str(source), cv2.IMREAD_COLOR)
+            if image is None:
+                raise PhotoError(f"{photo.package}: {photo.path} is not an image OpenCV can read")
             paths.append(out / f"{photo.name}.png")
             _save(image[..., ::-1], paths[-1])
     return paths
@@ -167,10 +177,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path, help="folder to write the PNGs to (created)")
     parser.add_argument("--no-debian", action="store_true", help="only the scikit-image photos (no apt-get)")
     args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
     try:
-        paths = write_skimage(args.out) + ([] if args.no_debian else write_debian(args.out))
-    except PhotoError as err:
+        args.out.mkdir(parents=True, exist_ok=True)
+        # The Debian photos first: a failed fetch then leaves no half-built set behind.
+        paths = ([] if args.no_debian else write_debian(args.out)) + write_skimage(args.out)
+    except (PhotoError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"{len(paths)} photos in {args.out}")

@@ -209,6 +209,11 @@ def _codes_to_rgb(spec: ColorSpec, device: torch.device) -> tuple[Tensor, Tensor
 
 def to_rgb(planes: list[Tensor], spec: ColorSpec) -> Tensor:
     """(B, 3, H, W) float32 RGB in [0, 1] (out-of-gamut values unclipped) from (B, h, w) code planes."""
+    batch, height, width = planes[0].shape
+    shapes = [(batch, *shape) for shape in spec.layout.plane_shapes(width, height)]
+    if [tuple(p.shape) for p in planes] != shapes:
+        # The CPU kernels index without bounds checks: planes that do not fit would read past them.
+        raise ColorError(f"planes of shapes {[tuple(p.shape) for p in planes]} do not make a {spec.layout.format} picture; expected {shapes}")
     if spec.layout.family == "yuv" and planes[0].device.type == "cpu":
         return _cpu_to_rgb(planes, spec)
     return _torch_to_rgb(planes, spec)

@@ -68,7 +68,7 @@ def rgb_to_yuv(rgb, yo, uo, vo, luma, chroma, yoff, coff, top, sx, sy):  # noqa:
     """
     batch, _, height, width = rgb.shape
     fx, fy = 1 << sx, 1 << sy
-    top = np.float32(top)
+    ceiling = np.float32(top)
     wr, wg, wb = luma[0], luma[1], luma[2]
     ru, gu, bu = chroma[0, 0], chroma[0, 1], chroma[0, 2]
     rv, gv, bv = chroma[1, 0], chroma[1, 1], chroma[1, 2]
@@ -79,7 +79,7 @@ def rgb_to_yuv(rgb, yo, uo, vo, luma, chroma, yoff, coff, top, sx, sy):  # noqa:
         for i in range(height):
             r, g, bl, yr = rgb[b, 0, i], rgb[b, 1, i], rgb[b, 2, i], yo[b, i]
             for j in range(width):
-                yr[j] = _code(wr * r[j] + wg * g[j] + wb * bl[j] + yoff, top)
+                yr[j] = _code(wr * r[j] + wg * g[j] + wb * bl[j] + yoff, ceiling)
             if i & (fy - 1) == 0:
                 for j in range(width):  # an explicit loop: numba's slice assignment is 3x slower here
                     sr[j] = r[j]
@@ -99,14 +99,19 @@ def rgb_to_yuv(rgb, yo, uo, vo, luma, chroma, yoff, coff, top, sx, sy):  # noqa:
                     sg[j] += g[j]
                     sb[j] += bl[j]
             urow, vrow = uo[b, i >> sy], vo[b, i >> sy]
+            # 4:4:4, and 4:2:0/4:2:2 of even width (the usual cases): loops without `min` vectorise.
+            if sx == 0:
+                for c in range(width):
+                    urow[c] = _code(ru * sr[c] + gu * sg[c] + bu * sb[c] + coff, ceiling)
+                    vrow[c] = _code(rv * sr[c] + gv * sg[c] + bv * sb[c] + coff, ceiling)
+                continue
             if sx == 1 and urow.shape[0] << 1 == width:
-                # 4:2:0 and 4:2:2 of even width, the usual case: a loop without `min` vectorises.
                 for c in range(urow.shape[0]):
                     tr = sr[2 * c] + sr[2 * c + 1]
                     tg = sg[2 * c] + sg[2 * c + 1]
                     tb = sb[2 * c] + sb[2 * c + 1]
-                    urow[c] = _code(ru * tr + gu * tg + bu * tb + coff, top)
-                    vrow[c] = _code(rv * tr + gv * tg + bv * tb + coff, top)
+                    urow[c] = _code(ru * tr + gu * tg + bu * tb + coff, ceiling)
+                    vrow[c] = _code(rv * tr + gv * tg + bv * tb + coff, ceiling)
                 continue
             for c in range(urow.shape[0]):
                 tr = tg = tb = np.float32(0)
@@ -116,5 +121,5 @@ def rgb_to_yuv(rgb, yo, uo, vo, luma, chroma, yoff, coff, top, sx, sy):  # noqa:
                     tr += sr[j]
                     tg += sg[j]
                     tb += sb[j]
-                urow[c] = _code(ru * tr + gu * tg + bu * tb + coff, top)
-                vrow[c] = _code(rv * tr + gv * tg + bv * tb + coff, top)
+                urow[c] = _code(ru * tr + gu * tg + bu * tb + coff, ceiling)
+                vrow[c] = _code(rv * tr + gv * tg + bv * tb + coff, ceiling)

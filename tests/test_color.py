@@ -89,3 +89,12 @@ def test_the_implementations_encode_alike(fmt: str, matrix: int, color_range: in
     assert all(torch.equal(a, b) for a, b in zip(from_rgb(rgb.requires_grad_(), spec), from_rgb(hwc, spec)))
     half = rgb.detach().half()
     assert all(torch.equal(a, b) for a, b in zip(from_rgb(half, spec), from_rgb(half.float(), spec)))
+
+
+def test_planes_that_do_not_fit_the_format_are_refused() -> None:
+    spec = ColorSpec.of(layout_of("yuv444p"), BT709, RANGE_LIMITED, 64)
+    luma, chroma = torch.zeros(1, 64, 64, dtype=torch.uint8), torch.zeros(1, 32, 32, dtype=torch.uint8)
+    with pytest.raises(color.ColorError, match="yuv444p"):
+        to_rgb([luma, chroma, chroma], spec)
+    with pytest.raises(color.ColorError, match="expected"):
+        to_rgb([torch.zeros(2, 64, 64, dtype=torch.uint8), luma, luma], spec)

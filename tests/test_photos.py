@@ -29,6 +29,7 @@ def test_debian_photos_without_apt_get_say_what_to_do(tmp_path: Path, monkeypatc
     assert photos.main([str(tmp_path / "set")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "apt-get" in err and "--no-debian" in err
+    assert not list((tmp_path / "set").glob("*.png"))
 
 
 def test_every_debian_photo_has_a_licence_author_and_unique_name() -> None:
