@@ -80,24 +80,21 @@ def rgb_to_yuv(rgb, yo, uo, vo, luma, chroma, yoff, coff, top, sx, sy):  # noqa:
             r, g, bl, yr = rgb[b, 0, i], rgb[b, 1, i], rgb[b, 2, i], yo[b, i]
             for j in range(width):
                 yr[j] = _code(wr * r[j] + wg * g[j] + wb * bl[j] + yoff, ceiling)
-            if i & (fy - 1) == 0:
+            first = i & (fy - 1) == 0
+            if first:
                 for j in range(width):  # an explicit loop: numba's slice assignment is 3x slower here
                     sr[j] = r[j]
                     sg[j] = g[j]
                     sb[j] = bl[j]
-            else:
+            # The last row of a partial bottom block also stands in for the rows missing below it.
+            missing = fy - 1 - (i & (fy - 1)) if i == height - 1 else 0
+            for _ in range(missing + (0 if first else 1)):
                 for j in range(width):
                     sr[j] += r[j]
                     sg[j] += g[j]
                     sb[j] += bl[j]
             if i & (fy - 1) != fy - 1 and i != height - 1:
                 continue
-            # The last row of a block; at a partial bottom block it stands in for the missing rows.
-            for _ in range(fy - 1 - (i & (fy - 1))):
-                for j in range(width):
-                    sr[j] += r[j]
-                    sg[j] += g[j]
-                    sb[j] += bl[j]
             urow, vrow = uo[b, i >> sy], vo[b, i >> sy]
             # 4:4:4, and 4:2:0/4:2:2 of even width (the usual cases): loops without `min` vectorise.
             if sx == 0:
