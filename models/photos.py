@@ -6,30 +6,34 @@ as desktop wallpapers in Debian's archive (GPL, LGPL, CC-BY, CC-BY-SA or CC0: ea
 licence and author are listed below, as the packages' copyright files give them). Wallpapers
 that are drawings or renders, and one of raindrops on a leaf, are left out.
 
+The packages are fetched from a Debian mirror's pool by their exact file names and checked
+against the SHA-256 that Debian's package index gives them, so the set is the same on every
+machine and needs neither apt nor a Debian system.
+
 Every image is scaled so that its longest side is 512 px (none is enlarged): about the scale
 of the Berkeley photos that Rain100L's scenes come from, so a streak covers as much of a scene
 in training as in the test set.
 
-    python -m derain.models.photos out/clean-photos            # both sources (needs apt-get)
+    python -m derain.models.photos out/clean-photos            # both sources (180 MB of packages)
     python -m derain.models.photos out/clean-photos --no-debian
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
-import subprocess
+import hashlib
 import sys
 import tempfile
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from derain.models.files import sha256_file
-
 LONGEST_SIDE = 512
+MIRROR = "http://deb.debian.org/debian"
 
 SKIMAGE = (
     "astronaut", "brick", "camera", "chelsea", "coffee", "coins", "grass", "gravel",
@@ -38,10 +42,17 @@ SKIMAGE = (
 
 
 @dataclass(frozen=True)
+class Package:
+    name: str
+    version: str
+    pool_path: str  # the .deb's path under the mirror, as Debian's package index gives it
+    sha256: str  # of the .deb, from the same index
+
+
+@dataclass(frozen=True)
 class Photo:
-    package: str  # Debian package=version
+    package: Package
     path: str  # inside the package
-    sha256_prefix: str
     licence: str
     author: str
 
@@ -49,65 +60,105 @@ class Photo:
     def name(self) -> str:
         parts = Path(self.path).parts
         stem = parts[-4] if "contents" in parts else Path(self.path).stem
-        return f"{self.package.split('=')[0]}-{stem}"
+        return f"{self.package.name}-{stem}"
 
 
-_PLASMA = "plasma-workspace-wallpapers=4:5.27.5-2"
-_MATE = "mate-backgrounds=1.26.0-1"
-_LOMIRI16 = "lomiri-wallpapers-16.04=20.04.0-2"
-_LOMIRI20 = "lomiri-wallpapers-20.04=20.04.0-2"
+# Debian 12 (bookworm), except budgie-backgrounds: Debian 13 (trixie).
+_PLASMA = Package(
+    "plasma-workspace-wallpapers", "4:5.27.5-2",
+    "pool/main/p/plasma-workspace-wallpapers/plasma-workspace-wallpapers_5.27.5-2_all.deb",
+    "32cd18b71c8c938a18b3b351f217c02ac590e323caa3cf322fbb875ce8892f8b",
+)
+_MATE = Package(
+    "mate-backgrounds", "1.26.0-1",
+    "pool/main/m/mate-backgrounds/mate-backgrounds_1.26.0-1_all.deb",
+    "7bf4c2209f34b4f61ba6d24c8b58c28b361e82e4b943aae6d42c030169af9e04",
+)
+_LOMIRI16 = Package(
+    "lomiri-wallpapers-16.04", "20.04.0-2",
+    "pool/main/l/lomiri-wallpapers/lomiri-wallpapers-16.04_20.04.0-2_all.deb",
+    "a99ff6a3bfe451e4cc0682ecb3cc82e71740626d59e4845ae34a0a0e45421eab",
+)
+_LOMIRI20 = Package(
+    "lomiri-wallpapers-20.04", "20.04.0-2",
+    "pool/main/l/lomiri-wallpapers/lomiri-wallpapers-20.04_20.04.0-2_all.deb",
+    "d44e89b8473aafe64a5b678f014862dc31335aaaf18665c544d985d854f1a709",
+)
+_BUDGIE = Package(
+    "budgie-backgrounds", "3.0-1",
+    "pool/main/b/budgie-backgrounds/budgie-backgrounds_3.0-1_all.deb",
+    "b91c2d5209558bc11d8d3a161f22a608857e3f8c735980cfab0d6650b03014ca",
+)
 _PLASMA_LICENCE = "LGPL-3 (metadata.json) / GPL-2+ (Debian copyright)"
 
 
-def _plasma(name: str, sha: str, author: str) -> Photo:
-    return Photo(_PLASMA, f"usr/share/wallpapers/{name}/contents/images/2560x1600.jpg", sha, _PLASMA_LICENCE, author)
+def _plasma(name: str, author: str) -> Photo:
+    return Photo(_PLASMA, f"usr/share/wallpapers/{name}/contents/images/2560x1600.jpg", _PLASMA_LICENCE, author)
 
 
-def _mate(name: str, sha: str, author: str) -> Photo:
-    return Photo(_MATE, f"usr/share/backgrounds/mate/nature/{name}.jpg", sha, "GPL-2+", author)
+def _mate(name: str, author: str) -> Photo:
+    return Photo(_MATE, f"usr/share/backgrounds/mate/nature/{name}.jpg", "GPL-2+", author)
 
 
-def _lomiri(package: str, name: str, sha: str, licence: str, author: str) -> Photo:
-    return Photo(package, f"usr/share/backgrounds/{name}.jpg", sha, licence, author)
+def _lomiri(package: Package, name: str, licence: str, author: str) -> Photo:
+    return Photo(package, f"usr/share/backgrounds/{name}.jpg", licence, author)
+
+
+def _budgie(name: str) -> Photo:
+    return Photo(_BUDGIE, f"usr/share/backgrounds/budgie/{name}.jpg", "CC0-1.0", "Budgie Desktop Developers")
 
 
 DEBIAN = (
-    _plasma("BytheWater", "c272434ef39f2abf", "Maciej Wiklo"),
-    _plasma("ColdRipple", "05bef6722fc0ed81", "Risto Saukonpää"),
-    _plasma("ColorfulCups", "6e0f3a72feb5a4a9", "Dmitri Popov"),
-    _plasma("DarkestHour", "8e3703fae3a3c217", "Risto Saukonpää"),
-    _plasma("EveningGlow", "586682dcb362b9f6", "Ian Hex"),
-    _plasma("FallenLeaf", "95603a6560c7e8d5", "Martin Klapetek"),
-    _plasma("Grey", "88c31d8944b7e693", "Sigi Sagi"),
-    _plasma("Kite", "bdca288ce296a981", "Risto Saukonpää"),
-    _plasma("OneStandsOut", "cb507baf1dafdcae", "Risto Saukonpää"),
-    _plasma("Path", "7477457d7f17b736", "Risto Saukonpää"),
-    _plasma("summer_1am", "c868b50789591dd4", "Risto Saukonpää"),
-    _mate("Aqua", "5c30118205982da4", "Charles Barbin"),
-    _mate("Blinds", "f7aac0dcc2e06d04", "Lennart Poettering"),
-    _mate("Dune", "8a67c2cb0be8c46b", "Marco Cogoni"),
-    _mate("FreshFlower", "972b0a0c4e5e3fa9", "Jens Ansorg"),
-    _mate("Garden", "d3095ee09d425ef2", "Charles Barbin"),
-    _mate("GreenMeadow", "8fa0de0aa4089f73", "Timothy Schellhase"),
-    _mate("LadyBird", "e35a9a4126ef969c", "Charles Barbin"),
-    _mate("Storm", "77ca53077831d323", "Sergey Nazarov"),
-    _mate("TwoWings", "665e5abf8a539907", "Charles Barbin"),
-    _mate("Wood", "19c78500ac00a622", "Jean-François Fortin Tam"),
-    _mate("YellowFlower", "254da96256acb7ad", "Charles Barbin"),
-    _lomiri(_LOMIRI16, "Bridge_by_Sander_Klootwijk", "bd86b081f9975e2b", "CC-BY-SA-4.0", "Sander Klootwijk"),
-    _lomiri(_LOMIRI16, "Dragonfly_by_Bolly", "af5af17841009732", "CC-BY-SA-4.0", "Bolly"),
-    _lomiri(_LOMIRI16, "Picture_0B_by_freespace", "c8c0ab18e48d9e04", "CC-BY-4.0", 'Trevor "Freespace"'),
-    _lomiri(_LOMIRI16, "Picture_1A_by_freespace", "89e86af38d04daae", "CC-BY-4.0", 'Trevor "Freespace"'),
-    _lomiri(_LOMIRI16, "Wine_by_Jakkub_Mede", "d2e96e6d4da40dd8", "CC-BY-4.0", "Jakub Mede"),
-    _lomiri(_LOMIRI16, "aitzgorri_by_Aitzol_Berasategi", "66268e7b48f8854d", "CC-BY-4.0", "Aitzol Berasategi"),
-    _lomiri(_LOMIRI16, "free_by_Peter_Nerlich", "85a5453c2fed514c", "CC-BY-SA-4.0", "Peter Nerlich"),
-    _lomiri(_LOMIRI16, "friends_by_Aitzol_Berasategi", "cc40e313c74e421e", "CC-BY-4.0", "Aitzol Berasategi"),
-    _lomiri(_LOMIRI16, "greentock_by_Peter_Nerlich", "e7b20e2db9dcd6e2", "CC-BY-SA-4.0", "Peter Nerlich"),
-    _lomiri(_LOMIRI16, "life_by_Aitzol_Berasategi", "4c119350ead80201", "CC-BY-4.0", "Aitzol Berasategi"),
-    _lomiri(_LOMIRI16, "picosdeeuropa_by_Aitzol_Berasategi", "414d0072b2f6f2c5", "CC-BY-4.0", "Aitzol Berasategi"),
-    _lomiri(_LOMIRI16, "seeding_by_Clements_Engelhardt", "a5634d1ab5e41a35", "CC0-1.0", "Clemens Engelhardt"),
-    _lomiri(_LOMIRI16, "sunset_by_Aitzol_Berasategi", "474dab6a4b9f94dc", "CC-BY-4.0", "Aitzol Berasategi"),
-    _lomiri(_LOMIRI20, "Kleiber_by_Lukas_Baubkus", "6572410c09f4492c", "CC-BY-SA-3.0", "Lukas Baubkus"),
+    _plasma("BytheWater", "Maciej Wiklo"),
+    _plasma("ColdRipple", "Risto Saukonpää"),
+    _plasma("ColorfulCups", "Dmitri Popov"),
+    _plasma("DarkestHour", "Risto Saukonpää"),
+    _plasma("EveningGlow", "Ian Hex"),
+    _plasma("FallenLeaf", "Martin Klapetek"),
+    _plasma("Grey", "Sigi Sagi"),
+    _plasma("Kite", "Risto Saukonpää"),
+    _plasma("OneStandsOut", "Risto Saukonpää"),
+    _plasma("Path", "Risto Saukonpää"),
+    _plasma("summer_1am", "Risto Saukonpää"),
+    _mate("Aqua", "Charles Barbin"),
+    _mate("Blinds", "Lennart Poettering"),
+    _mate("Dune", "Marco Cogoni"),
+    _mate("FreshFlower", "Jens Ansorg"),
+    _mate("Garden", "Charles Barbin"),
+    _mate("GreenMeadow", "Timothy Schellhase"),
+    _mate("LadyBird", "Charles Barbin"),
+    _mate("Storm", "Sergey Nazarov"),
+    _mate("TwoWings", "Charles Barbin"),
+    _mate("Wood", "Jean-François Fortin Tam"),
+    _mate("YellowFlower", "Charles Barbin"),
+    _lomiri(_LOMIRI16, "Bridge_by_Sander_Klootwijk", "CC-BY-SA-4.0", "Sander Klootwijk"),
+    _lomiri(_LOMIRI16, "Dragonfly_by_Bolly", "CC-BY-SA-4.0", "Bolly"),
+    _lomiri(_LOMIRI16, "Picture_0B_by_freespace", "CC-BY-4.0", 'Trevor "Freespace"'),
+    _lomiri(_LOMIRI16, "Picture_1A_by_freespace", "CC-BY-4.0", 'Trevor "Freespace"'),
+    _lomiri(_LOMIRI16, "Wine_by_Jakkub_Mede", "CC-BY-4.0", "Jakub Mede"),
+    _lomiri(_LOMIRI16, "aitzgorri_by_Aitzol_Berasategi", "CC-BY-4.0", "Aitzol Berasategi"),
+    _lomiri(_LOMIRI16, "free_by_Peter_Nerlich", "CC-BY-SA-4.0", "Peter Nerlich"),
+    _lomiri(_LOMIRI16, "friends_by_Aitzol_Berasategi", "CC-BY-4.0", "Aitzol Berasategi"),
+    _lomiri(_LOMIRI16, "greentock_by_Peter_Nerlich", "CC-BY-SA-4.0", "Peter Nerlich"),
+    _lomiri(_LOMIRI16, "life_by_Aitzol_Berasategi", "CC-BY-4.0", "Aitzol Berasategi"),
+    _lomiri(_LOMIRI16, "picosdeeuropa_by_Aitzol_Berasategi", "CC-BY-4.0", "Aitzol Berasategi"),
+    _lomiri(_LOMIRI16, "seeding_by_Clements_Engelhardt", "CC0-1.0", "Clemens Engelhardt"),
+    _lomiri(_LOMIRI16, "sunset_by_Aitzol_Berasategi", "CC-BY-4.0", "Aitzol Berasategi"),
+    _lomiri(_LOMIRI20, "Kleiber_by_Lukas_Baubkus", "CC-BY-SA-3.0", "Lukas Baubkus"),
+    _budgie("abstract-spiral"),
+    _budgie("beacon-street-sunset"),
+    _budgie("blue-periwinkle"),
+    _budgie("canyon-wren"),
+    _budgie("casa-mila"),
+    _budgie("extreme-desert-hike"),
+    _budgie("high-trestle-trail"),
+    _budgie("lake-sherburne"),
+    _budgie("oakland-zoo-otters"),
+    _budgie("perched-osprey"),
+    _budgie("piazza-gae-aulenti"),
+    _budgie("roman-colosseum"),
+    _budgie("singaporean-cityscape"),
+    _budgie("tea-gardens"),
 )
 
 
@@ -138,35 +189,46 @@ def write_skimage(out: Path) -> list[Path]:
     return paths
 
 
-def write_debian(out: Path, photos: tuple[Photo, ...] = DEBIAN) -> list[Path]:
-    """The wallpaper photos, from their pinned Debian packages (`apt-get download`, no root)."""
-    if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
-        raise PhotoError("apt-get and dpkg-deb not found: the wallpaper photos come from Debian packages; use --no-debian")
-    packages = sorted({p.package for p in photos})
+def fetch_package(package: Package, folder: Path, mirror: str = MIRROR) -> Path:
+    """Download `package`'s .deb from `mirror` into `folder` and check it is the pinned file."""
+    url = f"{mirror.rstrip('/')}/{package.pool_path}"
+    path = folder / Path(package.pool_path).name
+    digest = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, open(path, "wb") as f:
+            for chunk in iter(lambda: response.read(1 << 20), b""):
+                digest.update(chunk)
+                f.write(chunk)
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
+        reason = getattr(err, "reason", err)
+        raise PhotoError(f"{url}: cannot download ({reason}); name a reachable Debian mirror with --mirror, or use --no-debian") from None
+    if digest.hexdigest() != package.sha256:
+        raise PhotoError(
+            f"{url}: sha256 {digest.hexdigest()[:16]}..., not {package.sha256[:16]}... as Debian's index gave it; "
+            "the mirror serves another file: try another --mirror"
+        )
+    return path
+
+
+def write_debian(out: Path, photos: tuple[Photo, ...] = DEBIAN, mirror: str = MIRROR) -> list[Path]:
+    """The wallpaper photos, from their pinned Debian packages (read with python-debian)."""
+    try:
+        from debian.debfile import DebFile
+    except ImportError:
+        raise PhotoError("the wallpaper photos need python-debian: pip install 'derain[photos]', or use --no-debian") from None
+
+    packages = {p.package.name: p.package for p in photos}
     paths = []
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        fetched = subprocess.run(["apt-get", "download", *packages], cwd=work, capture_output=True, text=True)
-        if fetched.returncode:
-            errors = "; ".join(line for line in fetched.stderr.splitlines() if line.startswith("E:")) or "no error printed"
-            raise PhotoError(
-                f"apt-get download failed ({errors}): these exact versions are in Debian 12 (bookworm) and "
-                "at snapshot.debian.org; or use --no-debian"
-            )
-        for deb in work.glob("*.deb"):
-            unpacked = subprocess.run(["dpkg-deb", "-x", str(deb), str(work / "root")], capture_output=True, text=True)
-            if unpacked.returncode:
-                raise PhotoError(f"dpkg-deb -x {deb.name} failed: {unpacked.stderr.strip() or 'no error printed'}")
+        debs = {name: DebFile(fetch_package(package, Path(tmp), mirror)) for name, package in sorted(packages.items())}
         for photo in photos:
-            source = work / "root" / photo.path
-            if not source.is_file():
-                raise PhotoError(f"{photo.package}: no {photo.path} in the package")
-            digest = sha256_file(source)
-            if not digest.startswith(photo.sha256_prefix):
-                raise PhotoError(f"{photo.package}: {photo.path} has sha256 {digest[:16]}..., not {photo.sha256_prefix}...")
-            image = cv2.imread(str(source), cv2.IMREAD_COLOR)
+            if not debs[photo.package.name].data.has_file(photo.path):
+                raise PhotoError(f"{photo.package.name} {photo.package.version}: no {photo.path} in the package")
+        for photo in photos:
+            data = debs[photo.package.name].data
+            image = cv2.imdecode(np.frombuffer(data.get_content(photo.path), np.uint8), cv2.IMREAD_COLOR)
             if image is None:
-                raise PhotoError(f"{photo.package}: {photo.path} is not an image OpenCV can read")
+                raise PhotoError(f"{photo.package.name} {photo.package.version}: {photo.path} is not an image OpenCV can read")
             paths.append(out / f"{photo.name}.png")
             _save(image[..., ::-1], paths[-1])
     return paths
@@ -175,12 +237,13 @@ def write_debian(out: Path, photos: tuple[Photo, ...] = DEBIAN) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m derain.models.photos", description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path, help="folder to write the PNGs to (created)")
-    parser.add_argument("--no-debian", action="store_true", help="only the scikit-image photos (no apt-get)")
+    parser.add_argument("--no-debian", action="store_true", help="only the scikit-image photos (no download)")
+    parser.add_argument("--mirror", default=MIRROR, help=f"Debian mirror to fetch the wallpaper packages from (default {MIRROR})")
     args = parser.parse_args(argv)
     try:
         args.out.mkdir(parents=True, exist_ok=True)
         # The Debian photos first: a failed fetch then leaves no half-built set behind.
-        paths = ([] if args.no_debian else write_debian(args.out)) + write_skimage(args.out)
+        paths = ([] if args.no_debian else write_debian(args.out, mirror=args.mirror)) + write_skimage(args.out)
     except (PhotoError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

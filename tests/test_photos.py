@@ -1,7 +1,15 @@
-"""The training-photo builder: the offline part end to end, the Debian part's failure message."""
+"""The training-photo builder: the scikit-image part end to end, the Debian part against a mirror on loopback."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import http.server
+import io
+import socket
+import tarfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -24,16 +32,102 @@ def test_skimage_photos_are_written_scaled_and_unchanged_in_content(tmp_path: Pa
     np.testing.assert_array_equal(chelsea, skimage.data.chelsea())
 
 
-def test_debian_photos_without_apt_get_say_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    monkeypatch.setenv("PATH", str(tmp_path))
-    assert photos.main([str(tmp_path / "set")]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "apt-get" in err and "--no-debian" in err
+def _tar_xz(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:xz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(f"./{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _deb(files: dict[str, bytes]) -> bytes:
+    """A .deb as dpkg-deb builds one: an ar archive of debian-binary, control.tar.xz and data.tar.xz."""
+    members = {"debian-binary": b"2.0\n", "control.tar.xz": _tar_xz({"control": b"Package: test\n"}), "data.tar.xz": _tar_xz(files)}
+    out = b"!<arch>\n"
+    for name, data in members.items():
+        out += f"{name:<16}{0:<12}{0:<6}{0:<6}{100644:<8}{len(data):<10}`\n".encode() + data + b"\n" * (len(data) % 2)
+    return out
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def mirror(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A Debian mirror on loopback: an HTTP server over a folder laid out as the archive's pool."""
+    root = tmp_path / "mirror"
+    root.mkdir()
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/debian", root / "debian"
+    server.shutdown()
+    server.server_close()
+
+
+def _publish(pool: Path, files: dict[str, bytes]) -> photos.Package:
+    deb = _deb(files)
+    path = "pool/main/t/test-wallpapers/test-wallpapers_1.0-1_all.deb"
+    (pool / path).parent.mkdir(parents=True)
+    (pool / path).write_bytes(deb)
+    return photos.Package("test-wallpapers", "1.0-1", path, hashlib.sha256(deb).hexdigest())
+
+
+def _jpeg(height: int, width: int) -> bytes:
+    rng = np.random.default_rng(0)
+    image = cv2.resize(rng.integers(0, 256, (height // 20, width // 20, 3), dtype=np.uint8), (width, height))
+    return cv2.imencode(".jpg", image)[1].tobytes()
+
+
+def test_debian_photos_are_fetched_checked_and_scaled(mirror: tuple[str, Path], tmp_path: Path) -> None:
+    url, pool = mirror
+    package = _publish(pool, {"usr/share/backgrounds/wide.jpg": _jpeg(600, 1000), "usr/share/backgrounds/small.jpg": _jpeg(200, 300)})
+    wanted = tuple(photos.Photo(package, f"usr/share/backgrounds/{n}.jpg", "CC0-1.0", "someone") for n in ("wide", "small"))
+    out = tmp_path / "set"
+    out.mkdir()
+    paths = photos.write_debian(out, wanted, mirror=url)
+    assert [p.name for p in paths] == ["test-wallpapers-wide.png", "test-wallpapers-small.png"]
+    assert cv2.imread(str(paths[0])).shape == (307, 512, 3)
+    assert cv2.imread(str(paths[1])).shape == (200, 300, 3)
+
+
+def test_a_package_that_is_not_the_pinned_file_is_refused(mirror: tuple[str, Path], tmp_path: Path) -> None:
+    url, pool = mirror
+    package = _publish(pool, {"usr/share/backgrounds/wide.jpg": _jpeg(600, 1000)})
+    tampered = photos.Package(package.name, package.version, package.pool_path, "0" * 64)
+    with pytest.raises(photos.PhotoError, match="not 0000000000000000.*--mirror"):
+        photos.write_debian(tmp_path, (photos.Photo(tampered, "usr/share/backgrounds/wide.jpg", "CC0-1.0", "someone"),), mirror=url)
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_a_photo_missing_from_its_package_writes_nothing(mirror: tuple[str, Path], tmp_path: Path) -> None:
+    url, pool = mirror
+    package = _publish(pool, {"usr/share/backgrounds/wide.jpg": _jpeg(600, 1000)})
+    wanted = tuple(photos.Photo(package, f"usr/share/backgrounds/{n}.jpg", "CC0-1.0", "someone") for n in ("wide", "gone"))
+    with pytest.raises(photos.PhotoError, match="test-wallpapers 1.0-1: no usr/share/backgrounds/gone.jpg"):
+        photos.write_debian(tmp_path, wanted, mirror=url)
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_an_unreachable_mirror_is_one_line_that_says_what_to_do(mirror: tuple[str, Path], tmp_path: Path, capsys) -> None:
+    url, _ = mirror  # serves nothing: every package is a 404
+    assert photos.main([str(tmp_path / "set"), "--mirror", url]) == 2
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}/debian"
+    assert photos.main([str(tmp_path / "set"), "--mirror", closed]) == 2
+    for err in capsys.readouterr().err.splitlines():
+        assert err.startswith("error: http://127.0.0.1:") and "--mirror" in err and "--no-debian" in err
     assert not list((tmp_path / "set").glob("*.png"))
 
 
 def test_every_debian_photo_has_a_licence_author_and_unique_name() -> None:
     names = [p.name for p in photos.DEBIAN]
-    assert len(set(names)) == len(names) == 36
-    assert all(p.licence and p.author and len(p.sha256_prefix) == 16 for p in photos.DEBIAN)
-    assert all("=" in p.package for p in photos.DEBIAN)
+    assert len(set(names)) == len(names) == 50
+    assert all(p.licence and p.author for p in photos.DEBIAN)
+    assert all(len(p.package.sha256) == 64 and p.package.pool_path.endswith(".deb") for p in photos.DEBIAN)
