@@ -18,10 +18,23 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-_JIT = {"cache": True, "nogil": True, "boundscheck": False}
+_JIT = {"nogil": True, "boundscheck": False}
 
 
-@numba.njit(**_JIT)
+def _kernel(func):  # noqa: ANN001, ANN202
+    """Compile `func` with its machine code cached on disk, or uncached where no cache can be written.
+
+    numba caches beside the source or in the user's cache folder; on a read-only install with no
+    writable home it finds neither and refuses to decorate, which would make the module unimportable.
+    Then each process compiles the kernels once (about a second) instead.
+    """
+    try:
+        return numba.njit(cache=True, **_JIT)(func)
+    except RuntimeError:
+        return numba.njit(**_JIT)(func)
+
+
+@_kernel
 def yuv_to_rgb(y, u, v, out, scale, matrix, bias, sx, sy):  # noqa: ANN001, ANN201 - numba infers the types
     """out (B, 3, H, W) float32 = y * scale + matrix @ (u, v) + bias, chroma replicated over its block.
 
@@ -59,7 +72,7 @@ def _code(x, top):  # noqa: ANN001, ANN202
     return min(x, top)
 
 
-@numba.njit(**_JIT)
+@_kernel
 def rgb_to_yuv(rgb, yo, uo, vo, luma, chroma, yoff, coff, top, sx, sy):  # noqa: ANN001, ANN201
     """Codes from (B, 3, H, W) float32 RGB: luma per pixel, (U, V) from the mean of each chroma block.
 

@@ -98,3 +98,29 @@ def test_planes_that_do_not_fit_the_format_are_refused() -> None:
         to_rgb([luma, chroma, chroma], spec)
     with pytest.raises(color.ColorError, match="expected"):
         to_rgb([torch.zeros(2, 64, 64, dtype=torch.uint8), luma, luma], spec)
+
+
+def test_the_kernels_load_where_no_cache_can_be_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read-only install with no writable home: numba finds no cache folder; the kernels still compile and run."""
+    import importlib.util
+    import tempfile
+
+    from derain.stream import yuv_kernels
+
+    def unwritable(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Read-only file system")
+
+    spec = importlib.util.spec_from_file_location("yuv_kernels_read_only", yuv_kernels.__file__)
+    fresh = importlib.util.module_from_spec(spec)
+    with monkeypatch.context() as patch:
+        patch.setattr(tempfile, "TemporaryFile", unwritable)
+        spec.loader.exec_module(fresh)
+    assert fresh.yuv_to_rgb._cache.__class__.__name__ == "NullCache"
+    rng = np.random.default_rng(0)
+    y = rng.integers(16, 236, (1, 4, 6), dtype=np.uint8)
+    u, v = (rng.integers(16, 241, (1, 2, 3), dtype=np.uint8) for _ in range(2))
+    args = (np.float32(1 / 219), np.array([1.6, -0.39, -0.81, 2.0], np.float32), np.zeros(3, np.float32), 1, 1)
+    expected, out = np.empty((1, 3, 4, 6), np.float32), np.empty((1, 3, 4, 6), np.float32)
+    yuv_kernels.yuv_to_rgb(y, u, v, expected, *args)
+    fresh.yuv_to_rgb(y, u, v, out, *args)
+    np.testing.assert_array_equal(out, expected)
