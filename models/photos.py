@@ -8,7 +8,7 @@ that are drawings or renders, and one of raindrops on a leaf, are left out.
 
 The packages are fetched from a Debian mirror's pool by their exact file names and checked
 against the SHA-256 that Debian's package index gives them, so the set is the same on every
-machine and needs neither apt nor a Debian system.
+machine and needs neither apt nor a Debian system, only python-debian (`derain[photos]`).
 
 Every image is scaled so that its longest side is 512 px (none is enlarged): about the scale
 of the Berkeley photos that Rain100L's scenes come from, so a streak covers as much of a scene
@@ -21,8 +21,11 @@ in training as in the test set.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
+import http.client
 import sys
+import tarfile
 import tempfile
 import urllib.error
 import urllib.request
@@ -166,27 +169,24 @@ class PhotoError(RuntimeError):
     """A source that cannot be fetched or does not match what the weights were trained on."""
 
 
-def _save(image: np.ndarray, path: Path) -> None:
-    """Write RGB `image` as PNG with its longest side cut to LONGEST_SIDE."""
+def _scaled(image: np.ndarray) -> np.ndarray:
+    """`image` with its longest side cut to LONGEST_SIDE."""
     scale = LONGEST_SIDE / max(image.shape[:2])
     if scale < 1:
         size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
         image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-    if not cv2.imwrite(str(path), np.ascontiguousarray(image[..., ::-1])):
-        raise PhotoError(f"{path}: cannot write the image; check the folder is writable")
+    return image
 
 
-def write_skimage(out: Path) -> list[Path]:
-    """The scikit-image sample photos (no download: they are inside the wheel)."""
+def skimage_photos() -> dict[str, np.ndarray]:
+    """The scikit-image sample photos, RGB and scaled (no download: they are inside the wheel)."""
     import skimage.data
 
-    paths = []
+    images = {}
     for name in SKIMAGE:
         image = getattr(skimage.data, name)()
-        image = (np.repeat(image[..., None], 3, 2) if image.ndim == 2 else image)[..., :3]
-        paths.append(out / f"{name}.png")
-        _save(image, paths[-1])
-    return paths
+        images[name] = _scaled((np.repeat(image[..., None], 3, 2) if image.ndim == 2 else image)[..., :3])
+    return images
 
 
 def fetch_package(package: Package, folder: Path, mirror: str = MIRROR) -> Path:
@@ -194,14 +194,21 @@ def fetch_package(package: Package, folder: Path, mirror: str = MIRROR) -> Path:
     url = f"{mirror.rstrip('/')}/{package.pool_path}"
     path = folder / Path(package.pool_path).name
     digest = hashlib.sha256()
+    received = 0
     try:
         with urllib.request.urlopen(url, timeout=60) as response, open(path, "wb") as f:
             for chunk in iter(lambda: response.read(1 << 20), b""):
                 digest.update(chunk)
                 f.write(chunk)
-    except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
-        reason = getattr(err, "reason", err)
+                received += len(chunk)
+            expected = response.headers.get("Content-Length")
+    except urllib.error.HTTPError as err:
+        raise PhotoError(f"{url}: the mirror answered HTTP {err.code} {err.reason}; name a Debian mirror that has it with --mirror, or use --no-debian") from None
+    except (OSError, http.client.HTTPException, ValueError) as err:
+        reason = getattr(err, "reason", None) or err.__class__.__name__ + (f": {err}" if str(err) else "")
         raise PhotoError(f"{url}: cannot download ({reason}); name a reachable Debian mirror with --mirror, or use --no-debian") from None
+    if expected is not None and expected.isdigit() and received != int(expected):
+        raise PhotoError(f"{url}: the download stopped after {received} of {expected} bytes; run again, or try another --mirror")
     if digest.hexdigest() != package.sha256:
         raise PhotoError(
             f"{url}: sha256 {digest.hexdigest()[:16]}..., not {package.sha256[:16]}... as Debian's index gave it; "
@@ -210,27 +217,44 @@ def fetch_package(package: Package, folder: Path, mirror: str = MIRROR) -> Path:
     return path
 
 
-def write_debian(out: Path, photos: tuple[Photo, ...] = DEBIAN, mirror: str = MIRROR) -> list[Path]:
-    """The wallpaper photos, from their pinned Debian packages (read with python-debian)."""
+def debian_photos(photos: tuple[Photo, ...] = DEBIAN, mirror: str = MIRROR) -> dict[str, np.ndarray]:
+    """The wallpaper photos, RGB and scaled, from their pinned Debian packages (read with python-debian)."""
     try:
-        from debian.debfile import DebFile
+        from debian.debfile import DebError, DebFile
     except ImportError:
         raise PhotoError("the wallpaper photos need python-debian: pip install 'derain[photos]', or use --no-debian") from None
 
-    packages = {p.package.name: p.package for p in photos}
-    paths = []
-    with tempfile.TemporaryDirectory() as tmp:
-        debs = {name: DebFile(fetch_package(package, Path(tmp), mirror)) for name, package in sorted(packages.items())}
+    images = {}
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        debs = {}
+        for package in sorted({p.package for p in photos}, key=lambda p: p.name):
+            path = fetch_package(package, Path(tmp), mirror)
+            try:
+                # The data part's format is Debian's choice: xz is read in-process, zstd only with the unzstd tool.
+                debs[package] = stack.enter_context(contextlib.closing(DebFile(path)))
+                debs[package].data.tgz()
+            except (DebError, OSError, tarfile.TarError) as err:
+                raise PhotoError(f"{path.name}: cannot read the package ({err}); for a zstd-packed one install zstd, or use --no-debian") from None
         for photo in photos:
-            if not debs[photo.package.name].data.has_file(photo.path):
-                raise PhotoError(f"{photo.package.name} {photo.package.version}: no {photo.path} in the package")
-        for photo in photos:
-            data = debs[photo.package.name].data
-            image = cv2.imdecode(np.frombuffer(data.get_content(photo.path), np.uint8), cv2.IMREAD_COLOR)
+            content = debs[photo.package].data.get_content(photo.path) if debs[photo.package].data.has_file(photo.path) else None
+            image = None if content is None else cv2.imdecode(np.frombuffer(content, np.uint8), cv2.IMREAD_COLOR)
             if image is None:
-                raise PhotoError(f"{photo.package.name} {photo.package.version}: {photo.path} is not an image OpenCV can read")
-            paths.append(out / f"{photo.name}.png")
-            _save(image[..., ::-1], paths[-1])
+                raise PhotoError(
+                    f"{Path(photo.package.pool_path).name}: no image at {photo.path}; "
+                    "this list and the pinned package disagree: report it, or use --no-debian"
+                )
+            images[photo.name] = _scaled(np.ascontiguousarray(image[..., ::-1]))
+    return images
+
+
+def write(out: Path, images: dict[str, np.ndarray]) -> list[Path]:
+    """Write each RGB image as `out/<name>.png`."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, image in images.items():
+        paths.append(out / f"{name}.png")
+        if not cv2.imwrite(str(paths[-1]), np.ascontiguousarray(image[..., ::-1])):
+            raise PhotoError(f"{paths[-1]}: cannot write the image; check the folder is writable")
     return paths
 
 
@@ -241,9 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mirror", default=MIRROR, help=f"Debian mirror to fetch the wallpaper packages from (default {MIRROR})")
     args = parser.parse_args(argv)
     try:
-        args.out.mkdir(parents=True, exist_ok=True)
-        # The Debian photos first: a failed fetch then leaves no half-built set behind.
-        paths = ([] if args.no_debian else write_debian(args.out, mirror=args.mirror)) + write_skimage(args.out)
+        # Every photo is fetched and decoded before the first is written: a failure leaves no half-built set.
+        images = ({} if args.no_debian else debian_photos(DEBIAN, mirror=args.mirror)) | skimage_photos()
+        paths = write(args.out, images)
     except (PhotoError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -15,13 +15,17 @@ encoder's Python keeps running beside them.
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
+from typing import Any
+
 import numba
 import numpy as np
 
 _JIT = {"nogil": True, "boundscheck": False}
 
 
-def _kernel(func):  # noqa: ANN001, ANN202
+def _kernel(func: Callable[..., Any]) -> Callable[..., Any]:
     """Compile `func` with its machine code cached on disk, or uncached where no cache can be written.
 
     numba caches beside the source or in the user's cache folder; on a read-only install with no
@@ -30,7 +34,10 @@ def _kernel(func):  # noqa: ANN001, ANN202
     """
     try:
         return numba.njit(cache=True, **_JIT)(func)
-    except RuntimeError:
+    except RuntimeError as err:
+        if "cannot cache" not in str(err):
+            raise
+        warnings.warn(f"{err}: the colour kernels compile in every process; set NUMBA_CACHE_DIR to a writable folder", stacklevel=2)
         return numba.njit(**_JIT)(func)
 
 

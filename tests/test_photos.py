@@ -51,7 +51,19 @@ def _deb(files: dict[str, bytes]) -> bytes:
     return out
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+class _MirrorHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves the folder; a path under /cut/ sends a third of its file and hangs up, as a dropped connection does."""
+
+    def do_GET(self) -> None:
+        if not self.path.startswith("/cut/"):
+            return super().do_GET()
+        data = Path(self.translate_path(self.path.replace("/cut/", "/", 1))).read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data[: len(data) // 3])
+        self.close_connection = True
+
     def log_message(self, format: str, *args: object) -> None:
         pass
 
@@ -61,8 +73,7 @@ def mirror(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A Debian mirror on loopback: an HTTP server over a folder laid out as the archive's pool."""
     root = tmp_path / "mirror"
     root.mkdir()
-    handler = functools.partial(_QuietHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_MirrorHandler, directory=str(root)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}/debian", root / "debian"
@@ -84,46 +95,55 @@ def _jpeg(height: int, width: int) -> bytes:
     return cv2.imencode(".jpg", image)[1].tobytes()
 
 
-def test_debian_photos_are_fetched_checked_and_scaled(mirror: tuple[str, Path], tmp_path: Path) -> None:
+def _wanted(package: photos.Package, *names: str) -> tuple[photos.Photo, ...]:
+    return tuple(photos.Photo(package, f"usr/share/backgrounds/{n}.jpg", "CC0-1.0", "someone") for n in names)
+
+
+def test_debian_photos_are_fetched_checked_scaled_and_written_with_the_rest(
+    mirror: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     url, pool = mirror
     package = _publish(pool, {"usr/share/backgrounds/wide.jpg": _jpeg(600, 1000), "usr/share/backgrounds/small.jpg": _jpeg(200, 300)})
-    wanted = tuple(photos.Photo(package, f"usr/share/backgrounds/{n}.jpg", "CC0-1.0", "someone") for n in ("wide", "small"))
-    out = tmp_path / "set"
-    out.mkdir()
-    paths = photos.write_debian(out, wanted, mirror=url)
-    assert [p.name for p in paths] == ["test-wallpapers-wide.png", "test-wallpapers-small.png"]
-    assert cv2.imread(str(paths[0])).shape == (307, 512, 3)
-    assert cv2.imread(str(paths[1])).shape == (200, 300, 3)
+    monkeypatch.setattr(photos, "DEBIAN", _wanted(package, "wide", "small"))
+    assert photos.main([str(tmp_path / "set"), "--mirror", url]) == 0
+    written = {p.stem for p in (tmp_path / "set").glob("*.png")}
+    assert written == {"test-wallpapers-wide", "test-wallpapers-small", *photos.SKIMAGE}
+    assert cv2.imread(str(tmp_path / "set" / "test-wallpapers-wide.png")).shape == (307, 512, 3)
+    small = cv2.imread(str(tmp_path / "set" / "test-wallpapers-small.png"))
+    np.testing.assert_array_equal(small, cv2.imdecode(np.frombuffer(_jpeg(200, 300), np.uint8), cv2.IMREAD_COLOR))
 
 
-def test_a_package_that_is_not_the_pinned_file_is_refused(mirror: tuple[str, Path], tmp_path: Path) -> None:
+def test_a_package_that_is_not_the_pinned_file_is_refused(mirror: tuple[str, Path]) -> None:
     url, pool = mirror
     package = _publish(pool, {"usr/share/backgrounds/wide.jpg": _jpeg(600, 1000)})
     tampered = photos.Package(package.name, package.version, package.pool_path, "0" * 64)
     with pytest.raises(photos.PhotoError, match="not 0000000000000000.*--mirror"):
-        photos.write_debian(tmp_path, (photos.Photo(tampered, "usr/share/backgrounds/wide.jpg", "CC0-1.0", "someone"),), mirror=url)
-    assert not list(tmp_path.glob("*.png"))
+        photos.debian_photos(_wanted(tampered, "wide"), mirror=url)
+    with pytest.raises(photos.PhotoError, match=r"stopped after \d+ of \d+ bytes; run again"):
+        photos.debian_photos(_wanted(package, "wide"), mirror=url.replace("/debian", "/cut/debian"))
 
 
-def test_a_photo_missing_from_its_package_writes_nothing(mirror: tuple[str, Path], tmp_path: Path) -> None:
+def test_a_failure_after_some_photos_writes_none(mirror: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     url, pool = mirror
     package = _publish(pool, {"usr/share/backgrounds/wide.jpg": _jpeg(600, 1000)})
-    wanted = tuple(photos.Photo(package, f"usr/share/backgrounds/{n}.jpg", "CC0-1.0", "someone") for n in ("wide", "gone"))
-    with pytest.raises(photos.PhotoError, match="test-wallpapers 1.0-1: no usr/share/backgrounds/gone.jpg"):
-        photos.write_debian(tmp_path, wanted, mirror=url)
-    assert not list(tmp_path.glob("*.png"))
-
-
-def test_an_unreachable_mirror_is_one_line_that_says_what_to_do(mirror: tuple[str, Path], tmp_path: Path, capsys) -> None:
-    url, _ = mirror  # serves nothing: every package is a 404
+    monkeypatch.setattr(photos, "DEBIAN", _wanted(package, "wide", "gone"))
     assert photos.main([str(tmp_path / "set"), "--mirror", url]) == 2
+    assert "test-wallpapers_1.0-1_all.deb: no image at usr/share/backgrounds/gone.jpg" in capsys.readouterr().err
+    assert not (tmp_path / "set").exists()
+
+
+def test_an_unreachable_or_mistyped_mirror_is_one_line_that_says_what_to_do(mirror: tuple[str, Path], tmp_path: Path, capsys) -> None:
+    url, _ = mirror  # serves nothing: every package is a 404
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{sock.getsockname()[1]}/debian"
-    assert photos.main([str(tmp_path / "set"), "--mirror", closed]) == 2
-    for err in capsys.readouterr().err.splitlines():
-        assert err.startswith("error: http://127.0.0.1:") and "--mirror" in err and "--no-debian" in err
-    assert not list((tmp_path / "set").glob("*.png"))
+    for bad in (url, closed, "deb.debian.org/debian"):
+        assert photos.main([str(tmp_path / "set"), "--mirror", bad]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 3
+    assert "HTTP 404" in lines[0] and "Connection refused" in lines[1] and lines[2].startswith("error: deb.debian.org/debian/pool/")
+    assert all("--mirror" in line and "--no-debian" in line for line in lines)
+    assert not (tmp_path / "set").exists()
 
 
 def test_every_debian_photo_has_a_licence_author_and_unique_name() -> None:
