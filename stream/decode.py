@@ -57,6 +57,7 @@ class Source:
     start_pts: int  # pts (video time base) that becomes 0 in the output; 0 without --start
     end_pts: int | None  # first pts not wanted (from --duration)
     expected_frames: int  # 0 when unknown
+    corrupt_packets: int = 0  # video packets the decoder rejected and that were skipped, as ffmpeg skips them
     # Packets of the passthrough streams, in file order, waiting for the encoder.
     packets: collections.deque = field(default_factory=collections.deque)
     _frames: Iterator[av.VideoFrame] | None = None
@@ -132,14 +133,13 @@ def _open_streams(path: Path | str, container: av.container.InputContainer, star
     video.thread_type = thread_type  # AUTO: frame threading, several times faster than slice threading on files
     passthrough = [s for s in container.streams if s.type in PASSTHROUGH_TYPES] if passthrough else []
     time_base = video.time_base
-    start_pts = 0
+    # --start and --duration count from the stream's first timestamp, which need not be 0 (MPEG-TS).
+    origin = video.start_time or 0
+    first_pts = origin + int(math.floor(start / time_base))
+    start_pts = first_pts if start > 0 else 0
     if start > 0:
-        start_pts = int(math.floor(start / time_base))
-        try:
-            container.seek(start_pts, stream=video, backward=True)
-        except av.error.FFmpegError as err:
-            raise InputError(f"{path}: cannot seek to --start {start} ({_reason(err)})") from None
-    end_pts = start_pts + int(math.ceil(duration / time_base)) if duration is not None else None
+        _seek(path, container, video, first_pts, start)
+    end_pts = first_pts + int(math.ceil(duration / time_base)) if duration is not None else None
     rate = video.average_rate or video.guessed_rate
     source = Source(
         path=path, container=container, video=video, passthrough=passthrough,
@@ -163,6 +163,36 @@ def _open_streams(path: Path | str, container: av.container.InputContainer, star
     source.display_matrix = _display_matrix(first)
     source._first = first
     return source
+
+
+def _seek(path: Path | str, container: av.container.InputContainer, video: av.video.stream.VideoStream,
+          target: int, start: float) -> None:
+    """Seek to a point from which decoding reaches `target` from at or before it.
+
+    A seek in a file without an index (MPEG-TS) can land after the keyframe it was asked for, or
+    nowhere at all; then the frames up to the target would be missing, so seek again from further
+    back, and in the end decode from the beginning of the file (the frames before `target` are
+    decoded and dropped).
+    """
+    seconds = 1 / video.time_base
+    try:
+        for back in (0, 1, 4, 16, 64):
+            point = max(target - int(back * seconds), video.start_time or 0)
+            container.seek(point, stream=video, backward=True)
+            reached = next((f.pts for packet in container.demux(video) for f in _decoded(packet) if f.pts is not None), None)
+            if reached is not None and reached <= target:
+                container.seek(point, stream=video, backward=True)
+                return
+        container.seek(0)
+    except av.error.FFmpegError as err:
+        raise InputError(f"{path}: cannot seek to --start {start} ({_reason(err)})") from None
+
+
+def _decoded(packet: av.Packet) -> list[av.VideoFrame]:
+    try:
+        return packet.decode()
+    except av.error.InvalidDataError:
+        return []
 
 
 def _expected_frames(video: av.video.stream.VideoStream, start: float, duration: float | None, rate: Fraction | None) -> int:
@@ -190,7 +220,12 @@ def _decode(source: Source) -> Iterator[av.VideoFrame]:
             if packet.size:
                 source.packets.append(packet)
             continue
-        for frame in packet.decode():
+        try:
+            decoded = packet.decode()
+        except av.error.InvalidDataError:
+            source.corrupt_packets += 1
+            continue
+        for frame in decoded:
             if frame.pts is not None and frame.pts < source.start_pts:
                 continue
             if source.end_pts is not None and frame.pts is not None and frame.pts >= source.end_pts:

@@ -23,6 +23,8 @@ CODEC_BY_SUFFIX = {".mp4": "libx264", ".m4v": "libx264", ".mov": "libx264", ".mk
                    ".webm": "libvpx-vp9", ".avi": "mjpeg"}
 CRF_CODECS = {"libx264": "crf", "libx265": "crf", "libvpx-vp9": "crf", "libvpx": "crf", "libsvtav1": "crf"}
 PRESET_CODECS = {"libx264", "libx265", "libsvtav1"}
+# JPEG is full-range YUV: these encoders refuse studio-swing YUV unless told to break the standard.
+FULL_RANGE_CODECS = {"mjpeg", "ljpeg"}
 # x264/x265's default CRF 23 visibly softens the fine texture deraining is meant to reveal.
 DEFAULT_CRF = {"libx264": 18, "libx265": 20}
 
@@ -79,6 +81,8 @@ def choose_layout(source_layout: PixelLayout, codec: av.codec.Codec, width: int,
             continue
         sx, sy = layout.chroma_shift
         if (width % (1 << sx)) or (height % (1 << sy)):
+            continue
+        if codec.name in FULL_RANGE_CODECS and layout.family == "yuv" and not layout.format.startswith("yuvj"):
             continue
         usable.append(layout)
     if not usable:
@@ -167,6 +171,17 @@ class Sink:
         if options.tune is not None and codec_name in PRESET_CODECS:
             codec_options["tune"] = options.tune
         stream.options = codec_options
+        if source.video.sample_aspect_ratio:
+            cc.sample_aspect_ratio = source.video.sample_aspect_ratio  # anamorphic DV/DVD video keeps its shape
+        try:
+            # Opened now so that options the encoder refuses are a refusal before any frame is read.
+            cc.open()
+        except (av.error.FFmpegError, ValueError) as err:
+            given = " ".join(f"{k}={v}" for k, v in codec_options.items())
+            raise OutputError(
+                f"encoder {codec_name} refuses its settings ({getattr(err, 'strerror', None) or err}; {given or 'defaults'}); "
+                "check --preset, --crf and --bitrate"
+            ) from None
         if source.display_matrix is not None:
             stream.set_display_matrix(source.display_matrix)
         self.video = stream

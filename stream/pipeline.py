@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import re
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -313,17 +314,24 @@ def run_video(
         job.output.unlink(missing_ok=True)
         raise
 
+    decode_error: list[Exception] = []
+
     def decode() -> None:
         it = frames(source)
-        while not stop.is_set():
-            start = time.perf_counter()
-            frame = next(it, None)
-            stats.add("decode", time.perf_counter() - start)
-            if frame is None:
-                break
-            stats.decoded += 1
-            if not put(decoded, frame, stop):
-                return
+        try:
+            while not stop.is_set():
+                start = time.perf_counter()
+                frame = next(it, None)
+                stats.add("decode", time.perf_counter() - start)
+                if frame is None:
+                    break
+                stats.decoded += 1
+                if not put(decoded, frame, stop):
+                    return
+        except Exception as err:  # noqa: BLE001 - reported once the frames before it are written
+            # An unreadable stretch of the input ends the input there, not the job: the frames
+            # already decoded and queued are derained and written before the error is reported.
+            decode_error.append(err)
         put(decoded, END, stop)
 
     def encode() -> None:
@@ -360,16 +368,20 @@ def run_video(
     except BaseException as err:
         failure = err
     finally:
-        stop.set()
-        for worker in workers:
-            while worker.is_alive():
-                worker.join(0.1)
-        failure = failure or next((w.error for w in workers if w.error), None)
-        try:
-            with stats.time("encode"):
-                sink.close(remux_rest=failure is None)
-        finally:
-            source.close()
+        with _signals_deferred():
+            stop.set()
+            for worker in workers:
+                while worker.is_alive():
+                    worker.join(0.1)
+            failure = failure or next(iter(decode_error), None) or next((w.error for w in workers if w.error), None)
+            try:
+                with stats.time("encode"):
+                    sink.close(remux_rest=failure is None)
+            except Exception as err:  # noqa: BLE001 - the first failure is the one to report
+                failure = failure or err
+            finally:
+                source.close()
+        summary.corrupt_packets = source.corrupt_packets
         summary.frames = sink.frames
         summary.seconds = stats.elapsed
         summary.passthrough_packets = sink.packets
@@ -382,6 +394,21 @@ def run_video(
         summary.error = _message(failure)
         return summary
     raise failure  # a refusal before the first frame is the caller's one-line error
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Ctrl-C and SIGTERM are ignored while the output is finalised: a second Ctrl-C there would
+    leave a file without its index (an MP4 with no moov), which no player opens."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _message(err: BaseException) -> str:

@@ -62,6 +62,7 @@ class Summary:
     pixel_format: str
     engine: dict[str, str] = field(default_factory=dict)
     passthrough_packets: int = 0
+    corrupt_packets: int = 0  # video packets the decoder rejected, skipped as ffmpeg skips them
     interrupted: str | None = None  # "SIGINT" or "SIGTERM" when a signal stopped the job
     error: str | None = None  # a fatal error mid-file, after which the output was finalised
     output_kept: bool = True
@@ -86,6 +87,7 @@ class Summary:
             "pixel_format": self.pixel_format,
             "engine": self.engine,
             "passthrough_packets": self.passthrough_packets,
+            "corrupt_packets": self.corrupt_packets,
             "stages": {
                 name: {"seconds": round(sec, 4), "ms_per_frame": round(1000 * sec / self.frames, 3) if self.frames else None}
                 for name, sec in self.stages.items()

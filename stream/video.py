@@ -74,6 +74,11 @@ def sigterm_as_exception() -> Iterator[None]:
 def report(summary: Summary) -> int:
     """Print the outcome and the stage table; the exit status for it."""
     console.print(summary.table())
+    if summary.corrupt_packets:
+        console.print(
+            f"[yellow]derain: {summary.input}: {summary.corrupt_packets} corrupt video packet(s) could not be decoded "
+            "and were skipped, as ffmpeg skips them[/yellow]", soft_wrap=True,
+        )
     where = summary.output if summary.output_kept else "nothing (output removed)"
     if summary.complete:
         console.print(f"{summary.input} -> {summary.output}: {summary.frames} frames, {summary.fps:.2f} fps")
@@ -95,6 +100,8 @@ def cmd_video(args: argparse.Namespace) -> int:
         overwrite=args.overwrite, keep_partial=not args.no_partial,
     )
     check_paths(job)  # before the model loads: a refusal should be instant
+    if args.json is not None and not args.json.parent.is_dir():
+        raise FileNotFoundError(f"--json {args.json}: no such folder {args.json.parent}; create it or name another file")
     model, engine = engine_from_args(args)
     preview = open_preview(args, f"derain: {args.input.name}")
     stats = Stats()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -274,3 +275,122 @@ def test_sigint_mid_file_finalises_the_output(tmp_path: Path, tiny_checkpoint: P
     info = video_info(dst)
     assert len(info["pts"]) == summary["frames"]
     assert info["audio"]  # the audio up to the cut is there too
+
+
+def _corrupt_jpeg(path: Path, index: int) -> None:
+    """Zero the first 600 bytes of the `index`-th JPEG in an MJPEG file: the decoder rejects that packet."""
+    data = bytearray(path.read_bytes())
+    starts = [i for i in range(len(data) - 1) if data[i] == 0xFF and data[i + 1] == 0xD8]
+    data[starts[index] : starts[index] + 600] = bytes(600)
+    path.write_bytes(bytes(data))
+
+
+def test_a_corrupt_packet_is_skipped_and_counted_not_the_end_of_the_job(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    src = make_video(tmp_path / "in.avi", codec="mjpeg", pix_fmt="yuvj420p", size=(160, 120), frames=30)
+    _corrupt_jpeg(src, 15)
+    summary = run_video(VideoJob(src, tmp_path / "out.mkv", batch=4), IdentityEngine())
+    assert summary.complete and summary.corrupt_packets == 1
+    assert summary.frames == len(video_info(tmp_path / "out.mkv")["pts"]) == 29
+    _corrupt_jpeg(src, 0)  # the first frame too: decoding starts at the first good one
+    summary = run_video(VideoJob(src, tmp_path / "out2.mkv"), IdentityEngine())
+    assert summary.complete and summary.corrupt_packets == 2 and len(video_info(tmp_path / "out2.mkv")["pts"]) == 28
+
+
+def test_an_input_error_mid_file_keeps_every_frame_before_it(tmp_path: Path) -> None:
+    """MJPEG packets are independent pictures, so a stream can change size halfway: refused there,
+    after the frames before it (some still queued for the engine) are all written."""
+    src = tmp_path / "in.avi"
+    with av.open(str(src), "w") as out:
+        stream = out.add_stream("mjpeg", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuvj420p"
+        bigger = av.CodecContext.create("mjpeg", "w")
+        bigger.width, bigger.height, bigger.pix_fmt, bigger.time_base = 96, 64, "yuvj420p", Fraction(1, 25)
+        for k in range(20):
+            encoder, (w, h) = (stream.codec_context, (64, 48)) if k < 13 else (bigger, (96, 64))
+            frame = av.VideoFrame.from_ndarray(np.full((h, w, 3), 10 * k, np.uint8), format="rgb24").reformat(format="yuvj420p")
+            frame.pts = k
+            for packet in encoder.encode(frame):
+                packet.stream, packet.pts, packet.dts = stream, k, k
+                out.mux(packet)
+    summary, _, out = derain_file(src, tmp_path / "out.mkv", batch=4)
+    assert summary.error is not None and "frame 13 is 96x64" in summary.error and summary.output_kept
+    assert summary.frames == len(out["pts"]) == 13
+
+
+def test_start_and_duration_count_from_the_streams_first_timestamp(tmp_path: Path) -> None:
+    """MPEG-TS from a camera or broadcast starts at any time, and seeks in it land near, not on, a keyframe."""
+    src = make_video(tmp_path / "in.mp4", frames=100, audio="aac", options={"g": "250"})
+    ts = tmp_path / "late.ts"
+    with av.open(str(src)) as inp, av.open(str(ts), "w") as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
+        for packet in inp.demux():
+            if packet.dts is None:
+                continue
+            shift = int(600 / packet.time_base)
+            packet.pts, packet.dts, packet.stream = packet.pts + shift, packet.dts + shift, streams[packet.stream.index]
+            out.mux(packet)
+    cases = {(0.0, 1.0): 25, (1.0, None): 75, (2.5, 1.0): 25}
+    for (start, duration), frames in cases.items():
+        summary, inp, out = derain_file(ts, tmp_path / f"out-{start}.mkv", start=start, duration=duration)
+        assert summary.frames == len(out["pts"]) == frames, (start, duration)
+        if start:
+            first = out["pts"][0] * out["time_base"]
+            assert 0 <= first < Fraction(1, 25)
+            # The first frame out is the first at or after --start (the encoder is lossy: the nearest picture).
+            nearest = min(range(100), key=lambda k: mean_abs(out["planes"][0], inp["planes"][k]))
+            assert nearest == math.ceil(start * 25)
+
+
+def test_avi_takes_studio_range_video_as_full_range_jpeg(tmp_path: Path) -> None:
+    src = make_video(tmp_path / "in.mp4", frames=5, size=(64, 48))
+    summary, inp, out = derain_file(src, tmp_path / "out.avi")
+    assert summary.complete and len(out["pts"]) == 5 and out["format"] == "yuvj420p"
+    rgb_in, rgb_out = (as_rgb(info["planes"][2], info["format"], 48) for info in (inp, out))
+    assert float((rgb_in - rgb_out).abs().mean()) < 0.02  # same picture, not a range-shifted one
+
+
+def test_the_sample_aspect_ratio_is_kept(tmp_path: Path) -> None:
+    src = tmp_path / "dv.mkv"
+    with av.open(str(src), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.codec_context.sample_aspect_ratio = Fraction(4, 3)
+        for k in range(3):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 40 * k, np.uint8), format="rgb24").reformat(format="yuv420p")
+            frame.pts = k
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    for compare in (False, True):
+        run_video(VideoJob(src, tmp_path / f"out-{compare}.mkv", compare=compare), IdentityEngine())
+        with av.open(str(tmp_path / f"out-{compare}.mkv")) as result:
+            assert result.streams.video[0].sample_aspect_ratio == Fraction(4, 3)
+
+
+def test_encoder_settings_and_json_folder_are_refused_before_any_work(tmp_path: Path, tiny_checkpoint: Path, capsys) -> None:
+    src = make_video(tmp_path / "in.mp4", frames=3, size=(32, 24))
+    dst = tmp_path / "out.mp4"
+    args = ["video", str(src), "-o", str(dst), "--weights", str(tiny_checkpoint), "--device", "cpu"]
+    assert main([*args, "--preset", "bogus"]) == 2
+    assert main([*args, "--json", str(tmp_path / "no" / "summary.json")]) == 2
+    first, second = capsys.readouterr().err.strip().splitlines()[-2:]
+    assert "encoder libx264 refuses its settings" in first and "preset=bogus" in first and "--preset" in first
+    assert f"--json {tmp_path / 'no' / 'summary.json'}: no such folder" in second
+    assert not dst.exists()
+
+
+def test_a_second_ctrl_c_while_the_output_is_finalised_is_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from derain.stream.encode import Sink
+
+    close = Sink.close
+
+    def close_under_a_second_ctrl_c(self: Sink, remux_rest: bool = True) -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # delivered in the main thread before the next bytecode
+        close(self, remux_rest)
+
+    monkeypatch.setattr(Sink, "close", close_under_a_second_ctrl_c)
+    src = make_video(tmp_path / "in.mp4", frames=20, audio="aac")
+    summary = run_video(VideoJob(src, tmp_path / "out.mp4", batch=2), StopsAt(4, KeyboardInterrupt()))
+    assert summary.interrupted == "SIGINT" and summary.output_kept
+    assert len(video_info(tmp_path / "out.mp4")["pts"]) == summary.frames > 0
