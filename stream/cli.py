@@ -40,6 +40,7 @@ from derain.stream.video import add_video_parser
 # Errors whose message is already one line that says what to do.
 USER_ERRORS = (
     CheckpointError, EngineError, FetchError, ImageError, TrainError, VideoError, FileNotFoundError, FileExistsError,
+    NotADirectoryError, IsADirectoryError, PermissionError,
 )
 
 

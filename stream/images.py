@@ -35,13 +35,19 @@ def plan_jobs(inputs: Iterable[str | Path], outdir: Path, rain: bool) -> list[Im
         else:
             raise FileNotFoundError(f"{item}: no such file or folder")
     jobs: list[ImageJob] = []
-    taken: dict[str, Path] = {}
+    taken: dict[Path, Path] = {}  # every output path, resolved, and the image it comes from
+    inputs_resolved = {source.resolve(): source for source in sources}
     for source in sources:
-        if source.stem in taken:
-            raise FileExistsError(f"{source} and {taken[source.stem]} would both be written to {outdir / (source.stem + '.png')}; derain them into separate folders")
-        taken[source.stem] = source
         rain_output = outdir / f"{source.stem}_rain.png" if rain else None
-        jobs.append(ImageJob(source, outdir / f"{source.stem}.png", rain_output))
+        job = ImageJob(source, outdir / f"{source.stem}.png", rain_output)
+        for output in filter(None, (job.output, job.rain_output)):
+            key = output.resolve()
+            if key in inputs_resolved:
+                raise FileExistsError(f"{output}: is the input {inputs_resolved[key]}; write the output to another folder (-o)")
+            if key in taken:
+                raise FileExistsError(f"{source} and {taken[key]} would both be written to {output}; derain them into separate folders")
+            taken[key] = source
+        jobs.append(job)
     return jobs
 
 

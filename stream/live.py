@@ -128,7 +128,8 @@ def report(summary: LiveSummary) -> int:
     latency = ", ".join(f"{q} {s[f'latency_ms_{q}']:.0f} ms" for q in ("p50", "p95", "p99") if s[f"latency_ms_{q}"] is not None)
     console.print(
         f"{summary.source}: {s['frames_in']} frames in, {s['frames_out']} out, {s['dropped']} dropped, "
-        f"{s['reconnects']} reconnect(s) in {s['seconds']:.1f} s; latency {latency or 'not measured'}",
+        + (f"{s['corrupt_packets']} corrupt packet(s) skipped, " if s["corrupt_packets"] else "")
+        + f"{s['reconnects']} reconnect(s) in {s['seconds']:.1f} s; latency {latency or 'not measured'}",
         soft_wrap=True,
     )
     if summary.output:

@@ -34,7 +34,7 @@ from derain.engines import Engine
 from derain.stream.decode import Frame, InputError, Source, frames
 from derain.stream.encode import EncodeOptions, Sink
 from derain.stream.errors import VideoError
-from derain.stream.pipeline import END, InferenceStage, Result, Terminated, Worker, get, put
+from derain.stream.pipeline import END, MIDFILE_ERRORS, InferenceStage, Result, Terminated, Worker, get, put, signals_deferred
 from derain.stream.sources import Backoff, LiveSource, SourceUnavailable, describe, open_live
 from derain.stream.stats import Stats, periodic
 
@@ -76,6 +76,7 @@ class LiveStats(Stats):
     def __init__(self) -> None:
         super().__init__()
         self.dropped = 0
+        self.corrupt_packets = 0  # skipped by the decoder, as ffmpeg skips them
         self.reconnects = 0
         self.state = "connecting"
         self.detail = ""
@@ -137,6 +138,7 @@ class LiveStats(Stats):
         return {
             "time": round(time.time(), 3), "seconds": round(self.elapsed, 3), "state": self.state,
             "frames_in": self.decoded, "frames_out": self.written, "dropped": self.dropped,
+            "corrupt_packets": self.corrupt_packets,
             "reconnects": self.reconnects, "fps_in": round(fps_in, 2), "fps_out": round(fps_out, 2),
             **{f"latency_ms_{k}": v for k, v in latency.items()},
         }
@@ -438,6 +440,7 @@ class _Live:
         except (av.error.FFmpegError, OSError) as err:
             reason = describe(err)
         finally:
+            self.stats.corrupt_packets += source.corrupt_packets
             source.close()  # only this thread ever touches the input container
         return reason
 
@@ -474,6 +477,7 @@ class _Live:
     def _infer(self) -> None:
         busy = 0.0  # seconds from taking a frame to its output (moving average)
         warned = False
+        first = True
         while not self.stop.is_set():
             frame, newer, done = self.buffer.get(0.1)
             if done:
@@ -492,6 +496,9 @@ class _Live:
                 if not put(self.results, result, self.stop):
                     return
             spent = time.perf_counter() - now + self.output_busy
+            if first:
+                first = False  # the first call warms the engine up (allocations, autotuning): not its pace
+                continue
             busy = 0.8 * busy + 0.2 * spent if busy else spent
             if self.thinning is not None:
                 self.thinning.busy = busy
@@ -540,8 +547,11 @@ class _Live:
         summary = LiveSummary(job.source.text, str(job.output) if job.output else None, job.restream, {})
         reader = Worker("derain-live-read", self.read, self.stop)
         writer = Worker("derain-live-output", self.output, self.stop)
+        started = False  # past on_start (the engine's build and accuracy guard): frames flow
         try:
             with on_start(self.first) if on_start else contextlib.nullcontext():
+                started = True
+                self.stage.warm_up(self.first.first_planes())
                 reader.start()
                 writer.start()
                 self.infer()
@@ -552,29 +562,15 @@ class _Live:
             summary.stopped_by = "SIGINT"
         except Terminated:
             summary.stopped_by = "SIGTERM"
+        except Exception as err:
+            if not started:
+                raise  # a refusal before the first frame is the caller's one-line error
+            self.failure = err  # the engine failing mid-stream: finalised, then reported
         finally:
-            self.stats.set_state("stopping")
-            self.stop.set()
-            if writer.ident is not None:
-                writer.join()
-            if reader.ident is None:
-                self.first.close()  # stopped before the reader took the source over
-            else:
-                # The reader notices the stop between frames; one blocked on a silent peer gives
-                # up at its read timeout. Its container is its own: the sinks need not wait for it.
-                reader.join(min(1.0, job.timeout))
-            self.failure = reader.error or writer.error
-            for sink in (self.recording, self.restream):
-                try:
-                    if sink is not None:
-                        with self.stats.time("encode"):
-                            sink.close()
-                except (av.error.FFmpegError, OSError) as err:
-                    # One sink failing to finish must not keep the other from finishing.
-                    self.failure = self.failure or LiveError(f"{sink.path}: could not be finalised ({describe(err)})")
-            self.stats.set_state("stopped")
+            with signals_deferred():
+                self._finish(reader, writer)
         if self.failure is not None:
-            if not isinstance(self.failure, (VideoError, av.error.FFmpegError, OSError)):
+            if not isinstance(self.failure, (VideoError, *MIDFILE_ERRORS)):
                 raise self.failure
             summary.stopped_by = "error"
             summary.error = str(self.failure).splitlines()[0]
@@ -583,6 +579,29 @@ class _Live:
         summary.stats = self.stats.snapshot(recent=False)
         summary.warnings = self.warnings
         return summary
+
+    def _finish(self, reader: Worker, writer: Worker) -> None:
+        """Stop the threads and finalise both sinks, whatever ended the job."""
+        self.stats.set_state("stopping")
+        self.stop.set()
+        if writer.ident is not None:
+            writer.join()
+        if reader.ident is None:
+            self.first.close()  # stopped before the reader took the source over
+        else:
+            # The reader notices the stop between frames; one blocked on a silent peer gives
+            # up at its read timeout. Its container is its own: the sinks need not wait for it.
+            reader.join(min(1.0, self.job.timeout))
+        self.failure = self.failure or reader.error or writer.error
+        for sink in (self.recording, self.restream):
+            try:
+                if sink is not None:
+                    with self.stats.time("encode"):
+                        sink.close()
+            except (av.error.FFmpegError, OSError) as err:
+                # One sink failing to finish must not keep the other from finishing.
+                self.failure = self.failure or LiveError(f"{sink.path}: could not be finalised ({describe(err)})")
+        self.stats.set_state("stopped")
 
 
 @contextlib.contextmanager

@@ -127,6 +127,19 @@ class InferenceStage:
         end.record(stream)
         slot.marks.append((stage, begin, end))
 
+    def warm_up(self, planes: list[np.ndarray]) -> None:
+        """Run one frame through conversion and the engine, untimed, and drop the result.
+
+        The first call loads the conversion kernels and lets the engine allocate (0.4 s on a
+        CPU); a live source would spend that time dropping frames, so it is spent before any arrive.
+        """
+        stats, self.stats = self.stats, Stats()
+        try:
+            self.submit([Frame(planes, 0, 0)])
+            self.drain()
+        finally:
+            self.stats = stats
+
     def submit(self, batch: list[Frame]) -> list[Result]:
         """Start `batch`; returns the batches that finished meanwhile (oldest first)."""
         finished = []
@@ -368,7 +381,7 @@ def run_video(
     except BaseException as err:
         failure = err
     finally:
-        with _signals_deferred():
+        with signals_deferred():
             stop.set()
             for worker in workers:
                 while worker.is_alive():
@@ -397,7 +410,7 @@ def run_video(
 
 
 @contextlib.contextmanager
-def _signals_deferred() -> Iterator[None]:
+def signals_deferred() -> Iterator[None]:
     """Ctrl-C and SIGTERM are ignored while the output is finalised: a second Ctrl-C there would
     leave a file without its index (an MP4 with no moov), which no player opens."""
     if threading.current_thread() is not threading.main_thread():

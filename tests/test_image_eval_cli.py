@@ -75,6 +75,23 @@ def test_unreadable_image_fails_alone(tmp_path: Path, tiny_checkpoint: Path, cap
     assert sorted(p.name for p in out.iterdir()) == ["good.png"]
 
 
+def test_image_never_writes_over_an_input(tmp_path: Path, tiny_checkpoint: Path, capsys) -> None:
+    """Into its own folder, a PNG would be derained over itself; with --rain, a.png's rain layer
+    would overwrite an input named a_rain.png. Both are refused before anything is written."""
+    folder = tmp_path / "in"
+    a = write(folder / "a.png", rng_image(8, 8))
+    write(folder / "a_rain.jpg", rng_image(8, 8, seed=1))
+    before = a.read_bytes()
+    weights = ["--weights", str(tiny_checkpoint)]
+    assert main(["image", str(folder), "-o", str(folder), *weights]) == 2
+    assert f"{folder / 'a.png'}: is the input {a}" in capsys.readouterr().err
+    assert main(["image", str(a), str(folder / "a_rain.jpg"), "-o", str(tmp_path / "out"), "--rain", *weights]) == 2
+    assert "would both be written to" in capsys.readouterr().err and not (tmp_path / "out").exists()
+    assert main(["image", str(a), "-o", str(a / "x"), *weights]) == 2
+    assert "derain: error:" in capsys.readouterr().err
+    assert a.read_bytes() == before
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -269,6 +269,49 @@ def test_realtime_file_plays_at_its_rate_and_ends(tmp_path: Path) -> None:
     assert live_threads() == []
 
 
+class FailsAt(IdentityEngine):
+    """Raises mid-stream, as CUDA running out of memory does."""
+
+    def run(self, batch):
+        if self.calls == 4:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore detail")
+        return super().run(batch)
+
+
+def test_an_engine_error_mid_stream_is_one_line_and_keeps_the_recording(tmp_path: Path) -> None:
+    clip = make_video(tmp_path / "clip.mp4", frames=10, rate=25)
+    summary = run_live(job(str(clip), realtime=True, output=tmp_path / "rec.mkv"), FailsAt())
+    assert summary.stopped_by == "error" and summary.error == "CUDA out of memory. Tried to allocate 2.00 GiB"
+    assert 0 < len(recorded_pts(tmp_path / "rec.mkv")) == summary.stats["frames_out"] < 10
+    assert live_threads() == []
+
+
+def test_a_signal_while_the_recording_is_finalised_is_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from derain.stream.encode import Sink
+
+    close = Sink.close
+
+    def close_under_a_signal(self: Sink, remux_rest: bool = True) -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # delivered in the main thread before the next bytecode
+        close(self, remux_rest)
+
+    monkeypatch.setattr(Sink, "close", close_under_a_signal)
+    clip = make_video(tmp_path / "clip.mp4", frames=10, rate=25)
+    summary = run_live(job(str(clip), realtime=True, output=tmp_path / "rec.mkv"), IdentityEngine())
+    assert summary.error is None
+    assert len(recorded_pts(tmp_path / "rec.mkv")) == summary.stats["frames_out"] == 10
+
+
+def test_corrupt_packets_are_skipped_and_counted(tmp_path: Path) -> None:
+    clip = make_video(tmp_path / "clip.avi", codec="mjpeg", pix_fmt="yuvj420p", size=(160, 120), frames=30)
+    data = bytearray(clip.read_bytes())
+    starts = [i for i in range(len(data) - 1) if data[i] == 0xFF and data[i + 1] == 0xD8]
+    data[starts[15] : starts[15] + 600] = bytes(600)
+    clip.write_bytes(bytes(data))
+    summary = run_live(job(str(clip), realtime=True, output=tmp_path / "rec.mkv"), IdentityEngine())
+    assert summary.error is None and summary.stats["corrupt_packets"] == 1 and summary.stats["frames_in"] == 29
+
+
 # -- against the RTSP server ------------------------------------------------------------------------
 
 
