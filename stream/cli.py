@@ -68,6 +68,8 @@ def cmd_image(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    if args.json and not Path(args.json).parent.is_dir():
+        raise FileNotFoundError(f"--json {args.json}: no such folder {Path(args.json).parent}; create it or name another file")
     pairs = find_pairs(args.dataset)
     if args.limit:
         pairs = pairs[: args.limit]

@@ -71,7 +71,8 @@ def run_jobs(engine: Engine, model: BRN | None, jobs: list[ImageJob], report: Ca
         try:
             derain_image(engine, model, job)
             report(job, None)
-        except ImageError as err:
+        except (ImageError, torch.OutOfMemoryError, OSError) as err:
+            # One image too large for the device, or one output that cannot be written, is that image's failure alone.
             failed += 1
-            report(job, str(err))
+            report(job, f"{job.source}: {str(err).splitlines()[0]}" if not isinstance(err, ImageError) else str(err))
     return failed

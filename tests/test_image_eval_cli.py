@@ -75,6 +75,25 @@ def test_unreadable_image_fails_alone(tmp_path: Path, tiny_checkpoint: Path, cap
     assert sorted(p.name for p in out.iterdir()) == ["good.png"]
 
 
+def test_an_image_too_large_for_the_device_fails_alone(tmp_path: Path) -> None:
+    from videos import IdentityEngine
+
+    from derain.stream.images import plan_jobs, run_jobs
+
+    class SmallDevice(IdentityEngine):
+        def run(self, batch: torch.Tensor) -> torch.Tensor:
+            if batch.shape[-1] > 16:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB\ndetails")
+            return super().run(batch)
+
+    big, small = write(tmp_path / "big.png", rng_image(32, 32)), write(tmp_path / "small.png", rng_image(8, 8))
+    (tmp_path / "out").mkdir()
+    reports: list[tuple[str, str | None]] = []
+    failed = run_jobs(SmallDevice(), None, plan_jobs([big, small], tmp_path / "out", False), lambda j, e: reports.append((j.source.name, e)))
+    assert failed == 1 and reports == [("big.png", f"{big}: CUDA out of memory. Tried to allocate 9.00 GiB"), ("small.png", None)]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["small.png"]
+
+
 def test_image_never_writes_over_an_input(tmp_path: Path, tiny_checkpoint: Path, capsys) -> None:
     """Into its own folder, a PNG would be derained over itself; with --rain, a.png's rain layer
     would overwrite an input named a_rain.png. Both are refused before anything is written."""
@@ -103,6 +122,7 @@ def test_image_never_writes_over_an_input(tmp_path: Path, tiny_checkpoint: Path,
         (["image", "{tmp}/x.png", "-o", "{tmp}/o", "--tile", "10"], "--tile 10 must be larger"),
         (["eval", "{tmp}/nowhere"], "no such data set folder"),
         (["eval", "{tmp}"], "no image pairs found"),
+        (["eval", "{tmp}", "--json", "{tmp}/o/x.json"], "--json {tmp}/o/x.json: no such folder"),
     ],
 )
 def test_bad_input_one_line(tmp_path: Path, capsys, tiny_checkpoint: Path, args: list[str], message: str) -> None:
@@ -112,7 +132,8 @@ def test_bad_input_one_line(tmp_path: Path, capsys, tiny_checkpoint: Path, args:
         args += ["--weights", str(tiny_checkpoint)]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and err.startswith("derain: error:") and message in err, err
+    message = message.format(tmp=tmp_path)
+    assert err.count("\n") == 0 and err.startswith("derain: error:") and message in " ".join(err.split()), err
     assert not (tmp_path / "o").exists()
 
 
