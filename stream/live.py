@@ -50,7 +50,7 @@ def add_live_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compare", action="store_true", help="input and derained side by side (twice the width)")
     p.add_argument("--realtime", action="store_true", help="SOURCE is a file: play it at its own frame rate, as a live source")
     p.add_argument("--timeout", type=float, default=5.0, metavar="S", help="give up on an open or read after S seconds without data (default 5)")
-    p.add_argument("--reconnect-max", type=int, default=10, metavar="N", help="reconnect tries after the source drops before giving up (default 10; 0: end at the first drop)")
+    p.add_argument("--reconnect-max", type=int, default=10, metavar="N", help="reconnect tries in a row before giving up (default 10; 0: end at the first drop); they count again once the source stays up 10 s")
     p.add_argument("--max-latency", type=float, default=500.0, metavar="MS", help="drop frames rather than output any later than MS after arrival (default 500)")
     p.add_argument("--drop-policy", choices=DROP_POLICIES, default="oldest",
                    help="when inference falls behind: drop the oldest waiting frames (freshest picture), or keep every Nth frame (even motion)")

@@ -41,6 +41,7 @@ from derain.stream.stats import Stats, periodic
 TIME_BASE = Fraction(1, 90_000)  # MPEG-TS and RTP's clock; MP4 and Matroska take it as well
 RESYNC_S = 1.0  # a source clock further than this from arrival time is re-anchored
 LATENCY_BINS = 10_000  # 1 ms bins; the last holds everything slower
+STABLE_SECONDS = 10.0  # up this long after a reconnect, a source has its --reconnect-max tries back
 DROP_POLICIES = ("oldest", "every-nth")
 
 
@@ -396,8 +397,10 @@ class _Live:
     # -- reader thread -------------------------------------------------------------------
     def read(self) -> None:
         source: Source | None = self.first
+        backoff, tries = Backoff(self.job.backoff_first), 0
         try:
             while source is not None and not self.stop.is_set():
+                connected = time.monotonic()
                 reason = self._pull(source)
                 if self.stop.is_set():
                     return
@@ -407,7 +410,11 @@ class _Live:
                 if self.job.reconnect_max == 0:
                     self.end_reason = f"{self.job.source.text}: {reason} (--reconnect-max 0)"
                     return
-                source = self._reconnect(reason)
+                # A source that comes back only to drop again at once uses up the same tries:
+                # the count and the backoff start over only after it has stayed up a while.
+                if time.monotonic() - connected >= STABLE_SECONDS:
+                    backoff, tries = Backoff(self.job.backoff_first), 0
+                source, tries = self._reconnect(reason, backoff, tries)
         finally:
             self.buffer.close()
 
@@ -444,14 +451,15 @@ class _Live:
             source.close()  # only this thread ever touches the input container
         return reason
 
-    def _reconnect(self, reason: str) -> Source | None:
-        """Open the source again, backing off between tries; None when stopped meanwhile."""
-        backoff = Backoff(self.job.backoff_first)
-        for attempt in range(1, self.job.reconnect_max + 1):
+    def _reconnect(self, reason: str, backoff: Backoff, tries: int) -> tuple[Source | None, int]:
+        """Open the source again, backing off between tries, `tries` of them already used;
+        the source and the tries used, or None when stopped meanwhile."""
+        while tries < self.job.reconnect_max:
+            tries += 1
             delay = backoff.next()
-            self.stats.set_state("reconnecting", f"{reason}; try {attempt}/{self.job.reconnect_max} in {delay:.1f} s")
+            self.stats.set_state("reconnecting", f"{reason}; try {tries}/{self.job.reconnect_max} in {delay:.1f} s")
             if self.stop.wait(delay):
-                return None
+                return None, tries
             try:
                 source = open_live(self.job.source, self.job.timeout)
             except SourceUnavailable as err:
@@ -464,7 +472,7 @@ class _Live:
                     f"it was {self.first.width}x{self.first.height} {self.first.layout.format}; the sinks cannot change size"
                 )
             self.stats.reconnects += 1
-            return source
+            return source, tries
         raise LiveError(f"{self.job.source.text}: gave up after {self.job.reconnect_max} reconnect tries (--reconnect-max); last: {reason}")
 
     # -- inference (calling thread) ----------------------------------------------------------
@@ -551,7 +559,11 @@ class _Live:
         try:
             with on_start(self.first) if on_start else contextlib.nullcontext():
                 started = True
-                self.stage.warm_up(self.first.first_planes())
+                if job.source.kind == "file":
+                    # A played file waits for its reader, so the first call's cost is best paid
+                    # before pacing starts; a network source keeps sending meanwhile, and would
+                    # arrive as a burst whose timestamps run ahead of the clock.
+                    self.stage.warm_up(self.first.first_planes())
                 reader.start()
                 writer.start()
                 self.infer()

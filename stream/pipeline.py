@@ -131,7 +131,7 @@ class InferenceStage:
         """Run one frame through conversion and the engine, untimed, and drop the result.
 
         The first call loads the conversion kernels and lets the engine allocate (0.4 s on a
-        CPU); a live source would spend that time dropping frames, so it is spent before any arrive.
+        CPU); a file played as a live source would spend that time dropping frames.
         """
         stats, self.stats = self.stats, Stats()
         try:

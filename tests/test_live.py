@@ -513,6 +513,37 @@ def test_gives_up_after_reconnect_max_with_a_clear_message(server: RtspServer, t
     assert live_threads() == []
 
 
+def test_a_source_that_keeps_dropping_uses_up_its_tries(server: RtspServer, tmp_path: Path) -> None:
+    """It comes back at once each time, only to drop again within a second: the tries add up
+    instead of starting over, so the job ends rather than reconnecting forever."""
+    stats = LiveStats()
+    done = threading.Event()
+
+    def flap() -> None:
+        for drop in range(3):
+            wait_for(lambda d=drop: done.is_set() or (stats.reconnects >= d and stats.state == "live"), 30, "the source back")
+            if done.is_set():
+                return
+            wait_for(lambda: stats.written >= 3, 30, "frames")
+            server.kill()
+            server.start()
+        # Still reconnecting after a third drop: the tries started over; stop the job to fail the test.
+        if not done.wait(5):
+            _thread.interrupt_main()
+
+    flapping = threading.Thread(target=flap, daemon=True)
+    flapping.start()
+    try:
+        summary = run_live(job(server.url, output=tmp_path / "rec.mkv", reconnect_max=2, backoff_first=0.1), IdentityEngine(), stats)
+    finally:
+        done.set()
+        flapping.join(30)
+    assert summary.stopped_by == "error" and "gave up after 2 reconnect tries (--reconnect-max)" in summary.error
+    assert summary.stats["reconnects"] == 2
+    assert len(recorded_pts(tmp_path / "rec.mkv")) == summary.stats["frames_out"]
+    assert live_threads() == []
+
+
 def test_restream_with_nothing_listening_is_refused_before_any_work(tmp_path: Path) -> None:
     clip = make_video(tmp_path / "clip.mp4", frames=5)
     started = time.monotonic()
