@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 
@@ -57,3 +58,17 @@ def plain_brn(variant: str = "brn", stages: int = 4, seed: int = 0) -> BRN:
 def tiny_checkpoint(tmp_path: Path) -> Path:
     """A one-stage BRN in the project's format: fast enough for CLI tests on a 2-core CPU."""
     return save_checkpoint(plain_brn(stages=1), tmp_path / "tiny.safetensors", training_data="random")
+
+
+@pytest.fixture
+def ctrl_c_in_sink_close(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every Sink.close starts with a Ctrl-C, as a user pressing it again while the output is finalised."""
+    from derain.stream.encode import Sink
+
+    close = Sink.close
+
+    def close_under_ctrl_c(self: Sink, remux_rest: bool = True) -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # delivered in the main thread before the next bytecode
+        close(self, remux_rest)
+
+    monkeypatch.setattr(Sink, "close", close_under_ctrl_c)

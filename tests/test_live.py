@@ -24,7 +24,7 @@ from pathlib import Path
 
 import av
 import pytest
-from videos import IdentityEngine, make_video
+from videos import IdentityEngine, corrupt_jpeg, make_video
 
 from derain.stream.decode import InputError
 from derain.stream.live_pipeline import LiveError, LiveJob, LiveStats, run_live
@@ -286,16 +286,7 @@ def test_an_engine_error_mid_stream_is_one_line_and_keeps_the_recording(tmp_path
     assert live_threads() == []
 
 
-def test_a_signal_while_the_recording_is_finalised_is_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from derain.stream.encode import Sink
-
-    close = Sink.close
-
-    def close_under_a_signal(self: Sink, remux_rest: bool = True) -> None:
-        os.kill(os.getpid(), signal.SIGINT)  # delivered in the main thread before the next bytecode
-        close(self, remux_rest)
-
-    monkeypatch.setattr(Sink, "close", close_under_a_signal)
+def test_a_signal_while_the_recording_is_finalised_is_ignored(tmp_path: Path, ctrl_c_in_sink_close: None) -> None:
     clip = make_video(tmp_path / "clip.mp4", frames=10, rate=25)
     summary = run_live(job(str(clip), realtime=True, output=tmp_path / "rec.mkv"), IdentityEngine())
     assert summary.error is None
@@ -304,10 +295,7 @@ def test_a_signal_while_the_recording_is_finalised_is_ignored(tmp_path: Path, mo
 
 def test_corrupt_packets_are_skipped_and_counted(tmp_path: Path) -> None:
     clip = make_video(tmp_path / "clip.avi", codec="mjpeg", pix_fmt="yuvj420p", size=(160, 120), frames=30)
-    data = bytearray(clip.read_bytes())
-    starts = [i for i in range(len(data) - 1) if data[i] == 0xFF and data[i + 1] == 0xD8]
-    data[starts[15] : starts[15] + 600] = bytes(600)
-    clip.write_bytes(bytes(data))
+    corrupt_jpeg(clip, 15)
     summary = run_live(job(str(clip), realtime=True, output=tmp_path / "rec.mkv"), IdentityEngine())
     assert summary.error is None and summary.stats["corrupt_packets"] == 1 and summary.stats["frames_in"] == 29
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import random_brn
-from videos import IdentityEngine, ModelEngine, make_video, video_info
+from videos import IdentityEngine, ModelEngine, corrupt_jpeg, make_video, video_info
 
 from derain.models import save_checkpoint
 from derain.stream.cli import main
@@ -277,21 +277,13 @@ def test_sigint_mid_file_finalises_the_output(tmp_path: Path, tiny_checkpoint: P
     assert info["audio"]  # the audio up to the cut is there too
 
 
-def _corrupt_jpeg(path: Path, index: int) -> None:
-    """Zero the first 600 bytes of the `index`-th JPEG in an MJPEG file: the decoder rejects that packet."""
-    data = bytearray(path.read_bytes())
-    starts = [i for i in range(len(data) - 1) if data[i] == 0xFF and data[i + 1] == 0xD8]
-    data[starts[index] : starts[index] + 600] = bytes(600)
-    path.write_bytes(bytes(data))
-
-
 def test_a_corrupt_packet_is_skipped_and_counted_not_the_end_of_the_job(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     src = make_video(tmp_path / "in.avi", codec="mjpeg", pix_fmt="yuvj420p", size=(160, 120), frames=30)
-    _corrupt_jpeg(src, 15)
+    corrupt_jpeg(src, 15)
     summary = run_video(VideoJob(src, tmp_path / "out.mkv", batch=4), IdentityEngine())
     assert summary.complete and summary.corrupt_packets == 1
     assert summary.frames == len(video_info(tmp_path / "out.mkv")["pts"]) == 29
-    _corrupt_jpeg(src, 0)  # the first frame too: decoding starts at the first good one
+    corrupt_jpeg(src, 0)  # the first frame too: decoding starts at the first good one
     summary = run_video(VideoJob(src, tmp_path / "out2.mkv"), IdentityEngine())
     assert summary.complete and summary.corrupt_packets == 2 and len(video_info(tmp_path / "out2.mkv")["pts"]) == 28
 
@@ -380,16 +372,7 @@ def test_encoder_settings_and_json_folder_are_refused_before_any_work(tmp_path: 
     assert not dst.exists()
 
 
-def test_a_second_ctrl_c_while_the_output_is_finalised_is_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from derain.stream.encode import Sink
-
-    close = Sink.close
-
-    def close_under_a_second_ctrl_c(self: Sink, remux_rest: bool = True) -> None:
-        os.kill(os.getpid(), signal.SIGINT)  # delivered in the main thread before the next bytecode
-        close(self, remux_rest)
-
-    monkeypatch.setattr(Sink, "close", close_under_a_second_ctrl_c)
+def test_a_second_ctrl_c_while_the_output_is_finalised_is_ignored(tmp_path: Path, ctrl_c_in_sink_close: None) -> None:
     src = make_video(tmp_path / "in.mp4", frames=20, audio="aac")
     summary = run_video(VideoJob(src, tmp_path / "out.mp4", batch=2), StopsAt(4, KeyboardInterrupt()))
     assert summary.interrupted == "SIGINT" and summary.output_kept

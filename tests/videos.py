@@ -150,3 +150,11 @@ def _planes(frame: av.VideoFrame) -> list[np.ndarray]:
     from derain.stream.color import frame_planes, layout_of
 
     return frame_planes(frame, layout_of(frame.format.name))
+
+
+def corrupt_jpeg(path: Path, index: int) -> None:
+    """Zero the first 600 bytes of the `index`-th JPEG in an MJPEG file: the decoder rejects that packet."""
+    data = bytearray(path.read_bytes())
+    starts = [i for i in range(len(data) - 1) if data[i] == 0xFF and data[i + 1] == 0xD8]
+    data[starts[index] : starts[index] + 600] = bytes(600)
+    path.write_bytes(bytes(data))
