@@ -34,7 +34,7 @@ from derain.stream.demo import add_demo_parser
 from derain.stream.errors import VideoError
 from derain.stream.images import ImageJob, plan_jobs, run_jobs
 from derain.stream.live import add_live_parser
-from derain.stream.options import add_engine_options, add_weights_option, console, engine_from_args, guard_accuracy
+from derain.stream.options import add_engine_options, add_weights_option, check_json_option, console, engine_from_args, guard_accuracy
 from derain.stream.video import add_video_parser
 
 # Errors whose message is already one line that says what to do.
@@ -68,8 +68,7 @@ def cmd_image(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    if args.json and not Path(args.json).parent.is_dir():
-        raise FileNotFoundError(f"--json {args.json}: no such folder {Path(args.json).parent}; create it or name another file")
+    check_json_option(args.json)
     pairs = find_pairs(args.dataset)
     if args.limit:
         pairs = pairs[: args.limit]

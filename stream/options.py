@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 from rich.console import Console
@@ -25,6 +26,12 @@ def add_weights_option(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="registry name (see `derain weights list`) or checkpoint file; default: the built-in weights",
     )
+
+
+def check_json_option(path: str | Path | None) -> None:
+    """Refuse a --json FILE in a folder that does not exist before any work: a finished job must not fail at the end."""
+    if path is not None and not Path(path).parent.is_dir():
+        raise FileNotFoundError(f"--json {path}: no such folder {Path(path).parent}; create it or name another file")
 
 
 def add_engine_options(parser: argparse.ArgumentParser) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from derain.stream.decode import Source
 from derain.stream.encode import EncodeOptions, Sink
 from derain.stream.errors import VideoError
-from derain.stream.options import add_engine_options, console, engine_from_args, guard_first_frame, open_preview
+from derain.stream.options import add_engine_options, check_json_option, console, engine_from_args, guard_first_frame, open_preview
 from derain.stream.pipeline import Terminated, VideoJob, check_paths, run_video
 from derain.stream.stats import Stats, Summary, progress_bar
 
@@ -100,8 +100,7 @@ def cmd_video(args: argparse.Namespace) -> int:
         overwrite=args.overwrite, keep_partial=not args.no_partial,
     )
     check_paths(job)  # before the model loads: a refusal should be instant
-    if args.json is not None and not args.json.parent.is_dir():
-        raise FileNotFoundError(f"--json {args.json}: no such folder {args.json.parent}; create it or name another file")
+    check_json_option(args.json)
     model, engine = engine_from_args(args)
     preview = open_preview(args, f"derain: {args.input.name}")
     stats = Stats()
