@@ -84,9 +84,34 @@ def test_light_rain_layers_share_one_angle() -> None:
         styles = sampler.light(np.random.default_rng(seed))
         assert 1 <= len(styles) <= 2
         coverage = sum(s.density * s.length * s.width for s in styles)
-        assert 0.02 - 1e-9 <= coverage <= 0.12 + 1e-9
+        assert 0.02 - 1e-9 <= coverage <= 0.4 + 1e-9
         assert all(abs(s.angle - styles[0].angle) < 10 for s in styles)
         assert all(s.length <= styles[0].length and s.intensity <= styles[0].intensity for s in styles)
+
+
+@pytest.mark.parametrize("faint", [0.0, 1.0])
+def test_light_rain_regimes(faint: float) -> None:
+    sampler = RainSampler(faint_fraction=faint)
+    for seed in range(50):
+        styles = sampler.light(np.random.default_rng(seed))
+        coverage = sum(s.density * s.length * s.width for s in styles)
+        low, high, brightest = (0.1, 0.4, 0.4) if faint else (0.02, 0.12, 0.95)
+        assert low - 1e-9 <= coverage <= high + 1e-9
+        assert styles[0].intensity <= brightest
+
+
+def test_faint_rain_touches_more_pixels_less() -> None:
+    clean = np.full((96, 128, 3), 0.3, np.float32)
+
+    def touched(faint: float) -> tuple[float, float]:
+        rains = [add_rain(clean, RainSampler(faint_fraction=faint).light(np.random.default_rng(s)), np.random.default_rng(s))[1] for s in range(30)]
+        luma = np.stack(rains).mean(-1)
+        hit = luma > 4 / 255
+        return float(hit.mean()), float(luma[hit].mean())
+
+    (faint_share, faint_level), (bright_share, bright_level) = touched(1.0), touched(0.0)
+    assert faint_share > 1.5 * bright_share
+    assert faint_level < bright_level
 
 
 def test_video_streaks_fall_consistently() -> None:
