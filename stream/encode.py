@@ -115,6 +115,8 @@ class Sink:
         self.width = width or source.width
         self.height = source.height
         self.time_base = time_base or source.time_base
+        self.frame_slot: Fraction | None = None  # set for AVI, which has a frame rate but no timestamps
+        self.last_pts = -1
         self.frames = 0
         self.packets = 0
         try:
@@ -145,8 +147,12 @@ class Sink:
         stream = self.container.add_stream(codec_name, rate=rate)
         stream.width, stream.height = self.width, self.height
         stream.pix_fmt = self.layout.format
-        stream.time_base = self.time_base
-        stream.codec_context.time_base = self.time_base
+        if self.container.format.name == "avi":
+            # AVI states its rate as 1/time_base: a fine time base would claim thousands of fps
+            # and fill every gap between frames with empty chunks.
+            self.frame_slot = 1 / rate
+        stream.time_base = self.frame_slot or self.time_base
+        stream.codec_context.time_base = self.frame_slot or self.time_base
         cc = stream.codec_context
         tags = dict(source.tags)
         if self.color.full_range:
@@ -196,7 +202,25 @@ class Sink:
                     f"{self.path}: a {self.path.suffix} file cannot hold the input's {stream.type} stream #{stream.index} "
                     f"({name}); choose an output type that can (.mkv holds almost anything)"
                 )
+            if name == "aac" and not stream.codec_context.extradata and self.container.format.name == "avi":
+                # AAC from MPEG-TS carries its setup in ADTS headers; AVI needs it up front and
+                # FFmpeg's AVI muxer does not convert it.
+                raise OutputError(
+                    f"{self.path}: a .avi file cannot hold the input's ADTS AAC audio (stream #{stream.index}); "
+                    "write .mkv or .mp4, which convert it"
+                )
             self.streams[stream.index] = self.container.add_stream_from_template(stream)
+        for stream in self.source.container.streams:
+            if stream.type != "attachment":
+                continue
+            name = stream.name or f"attachment-{stream.index}"
+            if self.container.format.name != "matroska":
+                raise OutputError(
+                    f"{self.path}: a {self.path.suffix} file cannot hold the input's attachment #{stream.index} ({name}); "
+                    "write .mkv, which can"
+                )
+            # Fonts for the subtitles, cover art: written with the header, they need no packets.
+            self.container.add_attachment(name, stream.mimetype or "application/octet-stream", bytes(stream.data))
 
     def _shift(self, time_base: Fraction) -> int:
         """How far packets in `time_base` move so that the first wanted frame lands at 0."""
@@ -205,8 +229,13 @@ class Sink:
     def write(self, planes: list[np.ndarray], pts: int) -> None:
         frame = av.VideoFrame(self.width, self.height, self.layout.format)
         fill_frame(frame, self.layout, planes)
-        frame.pts = pts - self.source.start_pts
-        frame.time_base = self.time_base
+        pts -= self.source.start_pts
+        if self.frame_slot is not None:
+            # Each frame takes its nearest free slot, so a late or early one moves, never vanishes.
+            pts = max(self.last_pts + 1, round(pts * self.time_base / self.frame_slot))
+        self.last_pts = pts
+        frame.pts = pts
+        frame.time_base = self.frame_slot or self.time_base
         for name, value in self.tags.items():
             setattr(frame, name, value)
         for packet in self.video.encode(frame):

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import random_brn
-from videos import IdentityEngine, ModelEngine, corrupt_jpeg, make_video, video_info
+from videos import IdentityEngine, ModelEngine, corrupt_jpeg, make_resizing_mjpeg, make_video, video_info
 
 from derain.models import save_checkpoint
 from derain.stream.cli import main
@@ -291,19 +291,7 @@ def test_a_corrupt_packet_is_skipped_and_counted_not_the_end_of_the_job(tmp_path
 def test_an_input_error_mid_file_keeps_every_frame_before_it(tmp_path: Path) -> None:
     """MJPEG packets are independent pictures, so a stream can change size halfway: refused there,
     after the frames before it (some still queued for the engine) are all written."""
-    src = tmp_path / "in.avi"
-    with av.open(str(src), "w") as out:
-        stream = out.add_stream("mjpeg", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuvj420p"
-        bigger = av.CodecContext.create("mjpeg", "w")
-        bigger.width, bigger.height, bigger.pix_fmt, bigger.time_base = 96, 64, "yuvj420p", Fraction(1, 25)
-        for k in range(20):
-            encoder, (w, h) = (stream.codec_context, (64, 48)) if k < 13 else (bigger, (96, 64))
-            frame = av.VideoFrame.from_ndarray(np.full((h, w, 3), 10 * k, np.uint8), format="rgb24").reformat(format="yuvj420p")
-            frame.pts = k
-            for packet in encoder.encode(frame):
-                packet.stream, packet.pts, packet.dts = stream, k, k
-                out.mux(packet)
+    src = make_resizing_mjpeg(tmp_path / "in.avi", frames=20, change_at=13)
     summary, _, out = derain_file(src, tmp_path / "out.mkv", batch=4)
     assert summary.error is not None and "frame 13 is 96x64" in summary.error and summary.output_kept
     assert summary.frames == len(out["pts"]) == 13
@@ -339,6 +327,44 @@ def test_avi_takes_studio_range_video_as_full_range_jpeg(tmp_path: Path) -> None
     assert summary.complete and len(out["pts"]) == 5 and out["format"] == "yuvj420p"
     rgb_in, rgb_out = (as_rgb(info["planes"][2], info["format"], 48) for info in (inp, out))
     assert float((rgb_in - rgb_out).abs().mean()) < 0.02  # same picture, not a range-shifted one
+
+
+def test_avi_states_the_frame_rate_not_the_inputs_clock(tmp_path: Path) -> None:
+    """MP4's 1/12800 clock as AVI's time base would claim 600 fps and pad with empty chunks."""
+    src = make_video(tmp_path / "in.mp4", frames=12, rate=25)
+    summary, _, out = derain_file(src, tmp_path / "out.avi")
+    assert summary.complete and out["time_base"] == Fraction(1, 25) and out["pts"] == list(range(12))
+    with av.open(str(tmp_path / "out.avi")) as container:
+        video = container.streams.video[0]
+        assert video.average_rate == 25 and [p.size > 0 for p in container.demux(video) if p.pts is not None] == [True] * 12
+
+
+def test_adts_aac_into_avi_is_refused_before_any_work(tmp_path: Path) -> None:
+    src = make_video(tmp_path / "in.mp4", frames=10, audio="aac")
+    ts = tmp_path / "in.ts"
+    with av.open(str(src)) as inp, av.open(str(ts), "w") as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
+        for packet in inp.demux():
+            if packet.dts is not None:
+                packet.stream = streams[packet.stream.index]
+                out.mux(packet)
+    with pytest.raises(OutputError, match=r"out\.avi: a \.avi file cannot hold the input's ADTS AAC audio .*write \.mkv or \.mp4"):
+        run_video(VideoJob(ts, tmp_path / "out.avi"), IdentityEngine())
+    assert not (tmp_path / "out.avi").exists()
+    summary, inp, out = derain_file(ts, tmp_path / "out.mkv")  # Matroska converts it
+    assert summary.complete and len(out["audio"]) == len(inp["audio"]) > 0
+
+
+def test_matroska_attachments_are_copied(tmp_path: Path) -> None:
+    font = bytes(range(256)) * 4
+    with_font = make_video(tmp_path / "in.mkv", frames=6, audio="aac", attachments={"subs-font.ttf": ("font/ttf", font)})
+    summary, inp, out = derain_file(with_font, tmp_path / "out.mkv")
+    assert summary.complete and len(out["pts"]) == 6 and out["audio"] == inp["audio"]
+    with av.open(str(tmp_path / "out.mkv")) as container:
+        [attachment] = [s for s in container.streams if s.type == "attachment"]
+        assert (attachment.name, attachment.mimetype, bytes(attachment.data)) == ("subs-font.ttf", "font/ttf", font)
+    with pytest.raises(OutputError, match=r"out\.mp4: a \.mp4 file cannot hold the input's attachment #2 \(subs-font\.ttf\); write \.mkv"):
+        run_video(VideoJob(with_font, tmp_path / "out.mp4"), IdentityEngine())
 
 
 def test_the_sample_aspect_ratio_is_kept(tmp_path: Path) -> None:

@@ -68,8 +68,10 @@ def make_video(
     options: dict[str, str] | None = None,
     color_range: int | None = None,
     colorspace: int | None = None,
+    attachments: dict[str, tuple[str, bytes]] | None = None,
 ) -> Path:
-    """Write a test video; `pts` (in `time_base`) makes it variable frame rate."""
+    """Write a test video; `pts` (in `time_base`) makes it variable frame rate; `attachments`
+    maps a file name to its (MIME type, bytes), Matroska only."""
     width, height = size
     with av.open(str(path), "w") as out:
         video = out.add_stream(codec, rate=rate)
@@ -86,6 +88,8 @@ def make_video(
             video.codec_context.colorspace = colorspace
         astream = out.add_stream(audio, rate=48000, layout="stereo") if audio else None
         sstream = out.add_stream("mov_text") if subtitles else None
+        for name, (mimetype, data) in (attachments or {}).items():
+            out.add_attachment(name, mimetype, data)
         out.start_encoding()  # writes the header even when no frame follows
         for k in range(frames):
             frame = av.VideoFrame.from_ndarray(picture(width, height, k), format="rgb24").reformat(format=pix_fmt)
@@ -120,6 +124,24 @@ def _write_tone(out: av.container.OutputContainer, stream: av.AudioStream, secon
             out.mux(packet)
     for packet in stream.encode(None):
         out.mux(packet)
+
+
+def make_resizing_mjpeg(path: Path, frames: int = 20, change_at: int = 13) -> Path:
+    """MJPEG in AVI whose pictures grow from 64x48 to 96x64 at frame `change_at`: each packet is
+    its own picture, so a real stream can do this halfway."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mjpeg", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuvj420p"
+        bigger = av.CodecContext.create("mjpeg", "w")
+        bigger.width, bigger.height, bigger.pix_fmt, bigger.time_base = 96, 64, "yuvj420p", Fraction(1, 25)
+        for k in range(frames):
+            encoder, (w, h) = (stream.codec_context, (64, 48)) if k < change_at else (bigger, (96, 64))
+            frame = av.VideoFrame.from_ndarray(np.full((h, w, 3), 10 * k, np.uint8), format="rgb24").reformat(format="yuvj420p")
+            frame.pts = k
+            for packet in encoder.encode(frame):
+                packet.stream, packet.pts, packet.dts = stream, k, k
+                out.mux(packet)
+    return path
 
 
 def video_info(path: Path) -> dict:
