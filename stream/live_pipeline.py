@@ -392,6 +392,7 @@ class _Live:
         self.stage = InferenceStage(engine, source, out_color, 1, job.compare, preview is not None, stats, depth=1)
         self.warnings: list[str] = []
         self.end_reason: str | None = None  # set by the reader when the source is gone for good
+        self.read_failure: Exception | None = None  # a played file that broke: reported once its frames are out
         self.output_busy = 0.0  # seconds the output thread spends on a frame (moving average)
 
     # -- reader thread -------------------------------------------------------------------
@@ -401,12 +402,23 @@ class _Live:
         try:
             while source is not None and not self.stop.is_set():
                 connected = time.monotonic()
-                reason = self._pull(source)
+                # A played file that fails mid-way still delivers what was read before it, then the error.
+                try:
+                    failed = self._pull(source)
+                except InputError as err:
+                    if self.job.source.reconnects:
+                        raise
+                    self.read_failure = err
+                    return
                 if self.stop.is_set():
                     return
                 if not self.job.source.reconnects:
-                    self.end_reason = f"{self.job.source.text}: end of file"
+                    if failed is not None:
+                        self.read_failure = LiveError(f"{self.job.source.text}: {failed}")
+                    else:
+                        self.end_reason = f"{self.job.source.text}: end of file"
                     return
+                reason = failed or "the source ended its stream (closed at the other end)"
                 if self.job.reconnect_max == 0:
                     self.end_reason = f"{self.job.source.text}: {reason} (--reconnect-max 0)"
                     return
@@ -418,13 +430,13 @@ class _Live:
         finally:
             self.buffer.close()
 
-    def _pull(self, source: Source) -> str:
-        """Feed frames from `source` until it ends or fails; close it; say why it stopped."""
+    def _pull(self, source: Source) -> str | None:
+        """Feed frames from `source` until it ends or fails; close it; say why it failed (None: it ended)."""
         self.timeline.restart()
         self.stats.set_state("live", f"{source.width}x{source.height} {float(source.rate or 0):.3g} fps")
         realtime = self.job.source.kind == "file"
         paced_from: tuple[float, float] | None = None
-        reason = "the source ended its stream (closed at the other end)"
+        failed = None
         try:
             for frame in frames(source):
                 seconds = float(frame.pts * source.time_base)
@@ -445,11 +457,11 @@ class _Live:
         except InputError:
             raise
         except (av.error.FFmpegError, OSError) as err:
-            reason = describe(err)
+            failed = describe(err)
         finally:
             self.stats.corrupt_packets += source.corrupt_packets
             source.close()  # only this thread ever touches the input container
-        return reason
+        return failed
 
     def _reconnect(self, reason: str, backoff: Backoff, tries: int) -> tuple[Source | None, int]:
         """Open the source again, backing off between tries, `tries` of them already used;
@@ -604,7 +616,7 @@ class _Live:
             # The reader notices the stop between frames; one blocked on a silent peer gives
             # up at its read timeout. Its container is its own: the sinks need not wait for it.
             reader.join(min(1.0, self.job.timeout))
-        self.failure = self.failure or reader.error or writer.error
+        self.failure = self.failure or reader.error or writer.error or self.read_failure
         for sink in (self.recording, self.restream):
             try:
                 if sink is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import _thread
 import contextlib
+import errno
 import itertools
 import json
 import os
@@ -20,12 +21,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from fractions import Fraction
 from pathlib import Path
 
 import av
 import pytest
-from videos import IdentityEngine, corrupt_jpeg, make_video
+from videos import IdentityEngine, corrupt_jpeg, make_resizing_mjpeg, make_video
 
+from derain.stream import live_pipeline
 from derain.stream.decode import InputError
 from derain.stream.live_pipeline import LiveError, LiveJob, LiveStats, run_live
 from derain.stream.sources import Backoff, parse_source
@@ -267,6 +270,41 @@ def test_realtime_file_plays_at_its_rate_and_ends(tmp_path: Path) -> None:
     steps = [b - a for a, b in itertools.pairwise(pts)]
     assert all(0.02 < s < 0.08 for s in steps), steps  # the file's 40 ms spacing, give or take a scheduler
     assert live_threads() == []
+
+
+def test_a_played_file_that_breaks_keeps_every_frame_read_before_it(tmp_path: Path) -> None:
+    clip = make_resizing_mjpeg(tmp_path / "clip.avi", frames=20, change_at=13)
+    summary = run_live(job(str(clip), realtime=True, output=tmp_path / "rec.mkv"), IdentityEngine())
+    assert summary.stopped_by == "error" and "frame 13 is 96x64" in summary.error
+    assert len(recorded_pts(tmp_path / "rec.mkv")) == summary.stats["frames_out"] == 13
+
+
+def test_a_read_error_in_a_played_file_is_an_error_not_its_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A disk or network filesystem failing under a file; an OS read error cannot be made on demand."""
+    real_frames = live_pipeline.frames
+
+    def failing_frames(source):
+        for k, frame in enumerate(real_frames(source)):
+            if k == 6:
+                raise OSError(errno.EIO, "Input/output error")
+            yield frame
+
+    monkeypatch.setattr(live_pipeline, "frames", failing_frames)
+    clip = make_video(tmp_path / "clip.mp4", frames=20, rate=25)
+    summary = run_live(job(str(clip), realtime=True, output=tmp_path / "rec.mkv"), IdentityEngine())
+    assert summary.stopped_by == "error" and summary.error == f"{clip}: Input/output error"
+    assert len(recorded_pts(tmp_path / "rec.mkv")) == summary.stats["frames_out"] == 6
+
+
+def test_an_avi_recording_states_the_sources_frame_rate(tmp_path: Path) -> None:
+    """The job's 1/90000 clock as AVI's time base would claim 90000 fps."""
+    clip = make_video(tmp_path / "clip.mp4", frames=15, rate=25)
+    summary = run_live(job(str(clip), realtime=True, output=tmp_path / "rec.avi"), IdentityEngine())
+    assert summary.error is None and summary.stats["frames_out"] == 15
+    with av.open(str(tmp_path / "rec.avi")) as container:
+        video = container.streams.video[0]
+        assert video.time_base == Fraction(1, 25) and video.average_rate == 25
+        assert len([f for f in container.decode(video)]) == 15
 
 
 class FailsAt(IdentityEngine):
@@ -565,7 +603,6 @@ def test_refusal_before_the_first_frame_leaves_no_recording(tmp_path: Path) -> N
 
 
 def test_setup_failure_closes_the_restream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import derain.stream.live_pipeline as live_pipeline
 
     def no_memory(*_args: object, **_kw: object) -> None:
         raise MemoryError("no room for the batch buffers")
