@@ -205,3 +205,25 @@ def test_end_to_end_mode_runs_the_pipeline_and_a_transcode(tmp_path: Path) -> No
     assert e2e["frames"] == 3 and e2e["error"] is None and e2e["fps"] > 0
     assert e2e["stages_ms_per_frame"]["engine"] > 0
     assert report["transcode"]["frames"] == 3 and report["transcode"]["fps"] > 0
+
+
+def test_rain_stats_bins_the_luma_rise_and_splits_the_error(tmp_path: Path) -> None:
+    from derain.benchmarks.rain_stats import dataset_rain, error_split, rise_stats
+    from derain.models.data import find_pairs, to_uint8, write_png
+
+    clean = np.full((32, 48, 3), 0.4, np.float32)
+    rainy = clean.copy()
+    rainy[:, :12] += 12 / 219  # a quarter of the pixels rise by 12 luma codes (studio swing: 219 codes span 0-1)
+    rainy[:, 12:16] += 40 / 219  # and a twelfth by 40
+    hist, psnr = rise_stats(to_uint8(rainy), to_uint8(clean))
+    assert hist.sum() == pytest.approx(1 / 3, abs=1e-6) and hist[1] == pytest.approx(1 / 4, abs=1e-6) and hist[4] == pytest.approx(1 / 12, abs=1e-6)
+    assert 20 < psnr < 30
+    for folder, image in (("input", rainy), ("target", clean)):
+        (tmp_path / folder).mkdir()
+        write_png(tmp_path / folder / "1.png", image)
+    pairs = find_pairs(tmp_path)
+    assert dataset_rain(pairs)["rain_share"] == pytest.approx(1 / 3, abs=1e-4)
+    split = error_split(pairs, lambda y: y)
+    # A model that removes nothing leaves all its error on the rain pixels, as a positive bias.
+    assert split["rain_pixels"] == pytest.approx(1 / 3, abs=1e-3) and split["error_on_rain_pixels"] == 1.0
+    assert split["bias_on_rain_pixels"] > 10 and split["bias_elsewhere"] == 0.0
