@@ -8,7 +8,7 @@ On a device machine (the device tool's README), prepare here, in the repository 
     echo /.gpu/ >> .git/info/exclude; echo /.whl/ >> .git/info/exclude
     mkdir -p .gpu/Rain100L/input .gpu/Rain100L/target && cp ../shared/weights/official/BRN_R100L.pth .gpu/
     for i in $(seq 1 30); do for d in input target; do cp ../shared/data/Rain100L/$d/$i.png .gpu/Rain100L/$d/; done; done
-    cp -r out/builtin-clean .gpu/clean   # the training images (models/weights/MODEL_CARD.md makes them)
+    cp -r out/clean-photos .gpu/clean-photos   # the 62 training photos, 17 MB (models/weights/MODEL_CARD.md makes them)
     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d .whl av platformdirs
 (30 of the 100 pairs: the whole set and the PyAV wheel together pass the device tool's 64 MiB
@@ -21,10 +21,11 @@ its shape once (tens of seconds), so split the resolutions over calls if it runs
     python3 -m derain.stream.cli bench --device cuda --resolution 1280x720,1920x1080 --batch 1,2,4,8 \
         --engine eager,compile --precision fp16,bf16,fp32 --json $OUT/bench.json
 
-The built-in weights (issue 7) train far faster there than on a CPU; in one call (same
-installs first; `timeout` sends SIGTERM, after which the run saves and can resume):
-    timeout 420 python3 -m derain.stream.cli train --data .gpu/clean --synthetic-rain --out /tmp/train \
-        --init builtin --l1 1.0 --heavy-fraction 0.1 --epochs 40 --steps-per-epoch 250 --device cuda
+The built-in weights (issue 7) train far faster there than on a CPU; in one call carrying
+only .whl and .gpu/clean-photos (with Rain100L as well the carry passes 64 MiB), same installs
+first; `timeout` sends SIGTERM, after which the run saves and can resume:
+    timeout 570 python3 -m derain.stream.cli train --data .gpu/clean-photos --synthetic-rain --out /tmp/train \
+        --init builtin --l1 1.0 --heavy-fraction 0.1 --procedural 0.3 --epochs 40 --steps-per-epoch 250 --device cuda
     cp /tmp/train/last.safetensors /tmp/train/log.jsonl $OUT/
 Pick --epochs x --steps-per-epoch from the steps/s the first epoch logs, so that the learning
 rate schedule ends inside the call (the run folder holds a checkpoint per epoch: only 8 files
