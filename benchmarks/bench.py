@@ -179,28 +179,28 @@ def cmd_bench(args: argparse.Namespace) -> int:
         model, weights = bench_model(args)
         plan = plan_from_args(args, device)
     except BenchError as err:
-        console.print(f"[red]derain: error:[/red] {err}", soft_wrap=True)
+        console.print(f"derain: error: {err}", style="red", soft_wrap=True)
         return 2
-    console.print(f"[dim]{model.variant.upper()} T={model.stages}, weights: {weights}; {device}; "
-                  f"{plan.iterations} timed calls per row after {plan.warmup} warm-up[/dim]")
+    console.print(f"{model.variant.upper()} T={model.stages}, weights: {weights}; {device}; "
+                  f"{plan.iterations} timed calls per row after {plan.warmup} warm-up", style="dim")
 
     def progress(row: dict) -> None:
-        console.print(f"[dim]  {row['width']}x{row['height']} {row['engine']} {row['precision']} "
-                      f"batch {row['batch']}: {row['fps']:.3g} fps[/dim]")
+        console.print(f"  {row['width']}x{row['height']} {row['engine']} {row['precision']} "
+                      f"batch {row['batch']}: {row['fps']:.3g} fps", style="dim")
 
     report = run_bench(model, device, plan, weights, progress)
     # Piped output (a log, RESULTS.md) is not cut to 80 columns; a terminal keeps its own width.
-    out = console if console.is_terminal else Console(stderr=True, highlight=False, width=PIPED_WIDTH)
+    out = console if console.is_terminal else Console(stderr=True, highlight=False, markup=False, width=PIPED_WIDTH)
     for table in results_tables(report):
         out.print(table)
     for line in legend(report):
-        out.print(f"[dim]{line}[/dim]")
+        out.print(line, style="dim")
     for note in report["notes"]:
-        console.print(f"[dim]note: {note}[/dim]")
+        console.print(f"note: {note}", style="dim")
     for item in report["skipped"]:
         where = f" at batch {item['batch']} {item['width']}x{item['height']}" if "batch" in item else ""
-        console.print(f"[yellow]skipped {item['engine']} {item['precision']}{where}: {item['reason']}[/yellow]")
+        console.print(f"skipped {item['engine']} {item['precision']}{where}: {item['reason']}", style="yellow")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-        console.print(f"[dim]report written to {args.json}[/dim]")
+        console.print(f"report written to {args.json}", style="dim")
     return 0

@@ -392,7 +392,7 @@ class _Log:
 
 def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
     """Run (or resume) training as configured; returns where it stopped and what it wrote."""
-    console = console or Console(stderr=True)
+    console = console or Console(stderr=True, markup=False)
     check_not_test_set(cfg.data)
     out = Path(cfg.out)
     state_path = out / STATE_FILE
@@ -589,7 +589,7 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
 def run_train(args: argparse.Namespace) -> int:
     keys = TrainConfig.__dataclass_fields__
     cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in keys})
-    console = Console(stderr=True)
+    console = Console(stderr=True, markup=False)  # paths may hold [brackets]
     result = train(cfg, console)
     console.print(f"final checkpoint: {result.last}" + (f"  best: {result.best}" if result.best else ""), soft_wrap=True)
     return 0

@@ -52,7 +52,7 @@ def cmd_image(args: argparse.Namespace) -> int:
 
     def report(job: ImageJob, error: str | None) -> None:
         if error:
-            console.print(f"[red]derain: error:[/red] {error}")
+            console.print(f"derain: error: {error}", style="red", soft_wrap=True)
         else:
             console.print(f"{job.source} -> {job.output}")
 
@@ -62,7 +62,7 @@ def cmd_image(args: argparse.Namespace) -> int:
             guard_accuracy(args, engine, model, torch.from_numpy(read_image(readable.source)).permute(2, 0, 1)[None])
     failed = run_jobs(engine, model if args.rain else None, jobs, report)
     if failed:
-        console.print(f"[red]derain: {failed} of {len(jobs)} image(s) failed[/red]")
+        console.print(f"derain: {failed} of {len(jobs)} image(s) failed", style="red")
         return 1
     return 0
 
@@ -75,7 +75,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     _, engine = engine_from_args(args)
 
     def on_image(score: ImageScore) -> None:
-        console.print(f"[dim]{score.name}: {score.psnr:.2f} dB, SSIM {score.ssim:.4f}[/dim]")
+        console.print(f"{score.name}: {score.psnr:.2f} dB, SSIM {score.ssim:.4f}", style="dim")
 
     report = evaluate(engine.run, pairs, str(args.dataset), args.weights or BUILTIN_NAME, on_image)
     table = Table(title=f"{args.dataset}: {report.count} images")
@@ -93,6 +93,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if output.exists() and not args.overwrite:
         raise FileExistsError(f"{output} exists; pass --overwrite to replace it")
+    if not output.parent.is_dir():
+        raise FileNotFoundError(f"-o {output}: no such folder {output.parent}; create it first")
     model = load_model(args.weights)
     if args.format == "onnx":
         export_onnx(model, output, dynamic=args.dynamic, shape=args.shape)
@@ -126,7 +128,7 @@ def cmd_weights_list(args: argparse.Namespace) -> int:
     for cfg in pretrained_cfgs.values():
         table.add_row(cfg.name, cfg.variant, f"{cfg.training_data} (authors)", str(cached_path(cfg)) if is_cached(cfg) else "no")
     console.print(table)
-    console.print("[dim]The authors' checkpoints carry no licence: fetched only on request, never shipped.[/dim]")
+    console.print("The authors' checkpoints carry no licence: fetched only on request, never shipped.", style="dim")
     return 0
 
 
@@ -201,10 +203,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except USER_ERRORS as err:
         message = err.args[0] if isinstance(err, OSError) and len(err.args) == 1 else str(err)
-        console.print(f"[red]derain: error:[/red] {message}", soft_wrap=True)
+        console.print(f"derain: error: {message}", style="red", soft_wrap=True)
         return 2
     except KeyboardInterrupt:
-        console.print("[yellow]derain: interrupted[/yellow]")
+        console.print("derain: interrupted", style="yellow")
         return 130
 
 

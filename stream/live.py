@@ -24,6 +24,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from derain.stream.decode import Source
 from derain.stream.encode import CODEC_BY_SUFFIX, EncodeOptions
@@ -80,7 +81,7 @@ def second_interrupt_forces() -> Iterator[None]:
         return
 
     def force(signum: int, frame: object) -> None:
-        console.print("[red]derain: forced to stop; the recording may not be playable[/red]")
+        console.print("derain: forced to stop; the recording may not be playable", style="red")
         os._exit(EXIT_SIGINT)
 
     def first(signum: int, frame: object) -> None:
@@ -99,7 +100,7 @@ def _panel(stats: LiveStats, title: str) -> Table:
     table = Table(title=title, show_header=False, box=None)
     table.add_column(style="dim")
     table.add_column()
-    table.add_row("state", f"{snap['state']}  [dim]{stats.detail}[/dim]")
+    table.add_row("state", Text.assemble(snap["state"], "  ", (stats.detail, "dim")))
     table.add_row("fps in / out", f"{snap['fps_in']:5.1f} / {snap['fps_out']:5.1f}")
     table.add_row("frames in / out / dropped", f"{snap['frames_in']} / {snap['frames_out']} / {snap['dropped']}")
     table.add_row("reconnects", str(snap["reconnects"]))
@@ -112,7 +113,7 @@ def _panel(stats: LiveStats, title: str) -> Table:
 def live_panel(out: Console, stats: LiveStats, title: str) -> Iterator[None]:
     """A rich panel refreshed four times a second on a terminal; state changes as lines elsewhere."""
     if not out.is_terminal:
-        stats.on_change(lambda state, detail: out.print(f"[dim]derain live: {state}{': ' + detail if detail else ''}[/dim]", soft_wrap=True))
+        stats.on_change(lambda state, detail: out.print(f"derain live: {state}{': ' + detail if detail else ''}", style="dim", soft_wrap=True))
         yield
         return
     with Live(_panel(stats, title), console=out, refresh_per_second=4, transient=False) as panel:
@@ -135,11 +136,11 @@ def report(summary: LiveSummary) -> int:
     if summary.output:
         console.print(f"recording: {summary.output}")
     for warning in summary.warnings:
-        console.print(f"[yellow]derain: {warning}[/yellow]", soft_wrap=True)
+        console.print(f"derain: {warning}", style="yellow", soft_wrap=True)
     if summary.error:
-        console.print(f"[red]derain: error:[/red] {summary.error}", soft_wrap=True)
+        console.print(f"derain: error: {summary.error}", style="red", soft_wrap=True)
         return EXIT_ERROR
-    console.print(f"[dim]stopped: {summary.stopped_by}[/dim]")
+    console.print(f"stopped: {summary.stopped_by}", style="dim")
     return 0
 
 
@@ -166,7 +167,7 @@ def cmd_live(args: argparse.Namespace) -> int:
     @contextlib.contextmanager
     def on_start(first: Source) -> Iterator[None]:
         guard_first_frame(args, engine, model, first)
-        console.print(f"[dim]{args.source}: {first.width}x{first.height} {first.layout.format}, {float(first.rate or 0):.3g} fps[/dim]")
+        console.print(f"{args.source}: {first.width}x{first.height} {first.layout.format}, {float(first.rate or 0):.3g} fps", style="dim")
         with live_panel(console, stats, f"derain live: {args.source}"):
             yield
 
@@ -180,7 +181,7 @@ def cmd_live(args: argparse.Namespace) -> int:
         except (KeyboardInterrupt, Terminated):
             # Only a stop while the source was being opened gets here; later ones end the run
             # inside run_live. A stop is a normal end for a live job, so still exit 0.
-            console.print(f"[yellow]derain: stopped before {args.source} delivered a frame; nothing recorded[/yellow]")
+            console.print(f"derain: stopped before {args.source} delivered a frame; nothing recorded", style="yellow")
             return 0
         if write_json is not None:
             write_json(summary.to_dict())

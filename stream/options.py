@@ -16,7 +16,7 @@ from derain.stream.color import to_rgb
 from derain.stream.decode import Source
 from derain.stream.display import Preview, display_available
 
-console = Console(stderr=True, highlight=False)
+console = Console(stderr=True, highlight=False, markup=False)  # paths and messages may hold [brackets]
 
 
 def add_weights_option(parser: argparse.ArgumentParser) -> None:
@@ -58,20 +58,21 @@ def engine_from_args(args: argparse.Namespace) -> tuple[BRN, Engine]:
     engine = build_engine(model, args.engine, args.device, args.precision, tile=args.tile, notes=notes)
     picked = "picked by auto" if args.engine == "auto" else "as asked"
     console.print(
-        f"[dim]{model.variant.upper()} (T={model.stages}) from {args.weights or 'built-in weights'}: "
-        f"{engine.backend} engine ({picked}), {engine.precision}, {engine.device}[/dim]"
+        f"{model.variant.upper()} (T={model.stages}) from {args.weights or 'built-in weights'}: "
+        f"{engine.backend} engine ({picked}), {engine.precision}, {engine.device}",
+        style="dim",
     )
     for note in notes:
-        console.print(f"[dim]  passed over {note}[/dim]")
+        console.print(f"  passed over {note}", style="dim")
     return model, engine
 
 
 def guard_accuracy(args: argparse.Namespace, engine: Engine, model: BRN, frame: Tensor, batch: int = 1) -> None:
     """Refuse (or, with --allow-lossy, warn about) a reduced-precision engine that drifts from fp32."""
-    warn = lambda m: console.print(f"[yellow]{m}[/yellow]")
+    warn = lambda m: console.print(m, style="yellow")
     psnr = check_accuracy(engine, model, frame, args.allow_lossy, warn=warn, batch=batch)
     if psnr is not None:
-        console.print(f"[dim]{engine.precision} vs fp32 on the first frame: {psnr:.1f} dB PSNR[/dim]")
+        console.print(f"{engine.precision} vs fp32 on the first frame: {psnr:.1f} dB PSNR", style="dim")
 
 
 def open_preview(args: argparse.Namespace, title: str) -> Preview | None:
@@ -80,7 +81,7 @@ def open_preview(args: argparse.Namespace, title: str) -> Preview | None:
         return None
     why_not = display_available()
     if why_not:
-        console.print(f"[yellow]--display: {why_not}; going on without a window[/yellow]")
+        console.print(f"--display: {why_not}; going on without a window", style="yellow")
         return None
     return Preview(title)
 
@@ -105,4 +106,4 @@ def guard_first_frame(args: argparse.Namespace, engine: Engine, model: BRN, sour
         else:
             guard_accuracy(args, engine, model, rgb, batch)
     if engine.build_seconds - before >= 1:
-        console.print(f"[dim]{engine.backend} engine for {shape} ready in {engine.build_seconds - before:.1f} s[/dim]")
+        console.print(f"{engine.backend} engine for {shape} ready in {engine.build_seconds - before:.1f} s", style="dim")

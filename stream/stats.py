@@ -107,7 +107,7 @@ class Summary:
                 continue
             per_frame = f"{1000 * sec / self.frames:.1f}" if self.frames else "-"
             share = f"{100 * sec / self.seconds:.0f}%" if self.seconds > 0 else "-"
-            label = f"[bold]{name}[/bold] (bottleneck)" if name == busiest and sec > 0 else name
+            label = Text(f"{name} (bottleneck)", style="bold") if name == busiest and sec > 0 else name
             table.add_row(label, f"{sec:.2f}", per_frame, share)
         return table
 
@@ -130,7 +130,7 @@ class _Rate(ProgressColumn):
 def progress_bar(console: Console, stats: Stats, total: int, label: str) -> Iterator[None]:
     """A live bar (frames done, input and output fps, ETA) fed from `stats` while the job runs."""
     columns = (
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         TextColumn("{task.completed}/{task.fields[total_text]} frames"),
         _Rate("decoded", "in"),

@@ -76,8 +76,8 @@ def report(summary: Summary) -> int:
     console.print(summary.table())
     if summary.corrupt_packets:
         console.print(
-            f"[yellow]derain: {summary.input}: {summary.corrupt_packets} corrupt video packet(s) could not be decoded "
-            "and were skipped, as ffmpeg skips them[/yellow]", soft_wrap=True,
+            f"derain: {summary.input}: {summary.corrupt_packets} corrupt video packet(s) could not be decoded "
+            "and were skipped, as ffmpeg skips them", style="yellow", soft_wrap=True,
         )
     where = summary.output if summary.output_kept else "nothing (output removed)"
     if summary.complete:
@@ -85,7 +85,7 @@ def report(summary: Summary) -> int:
         return 0
     why = f"interrupted ({summary.interrupted})" if summary.interrupted else f"stopped by an error: {summary.error}"
     kept = f"{summary.frames} frames written to {where}" if summary.output_kept else f"{summary.frames} frames were done; {where}"
-    console.print(f"[yellow]derain: {why}; {kept}[/yellow]", soft_wrap=True)
+    console.print(f"derain: {why}; {kept}", style="yellow", soft_wrap=True)
     if summary.interrupted == "SIGTERM":
         return EXIT_SIGTERM
     return EXIT_SIGINT if summary.interrupted else EXIT_ERROR
@@ -109,9 +109,10 @@ def cmd_video(args: argparse.Namespace) -> int:
     def on_start(source: Source, sink: Sink) -> Iterator[None]:
         guard_first_frame(args, engine, model, source, args.batch)
         console.print(
-            f"[dim]{source.path}: {source.width}x{source.height} {source.layout.format}, "
+            f"{source.path}: {source.width}x{source.height} {source.layout.format}, "
             f"{float(source.rate or 0):.3g} fps, {len(source.passthrough)} stream(s) copied -> "
-            f"{sink.path}: {sink.codec_name} {sink.layout.format}[/dim]"
+            f"{sink.path}: {sink.codec_name} {sink.layout.format}",
+            style="dim",
         )
         with progress_bar(console, stats, source.expected_frames, args.input.name):
             yield

@@ -123,6 +123,9 @@ def test_image_never_writes_over_an_input(tmp_path: Path, tiny_checkpoint: Path,
         (["eval", "{tmp}/nowhere"], "no such data set folder"),
         (["eval", "{tmp}"], "no image pairs found"),
         (["eval", "{tmp}", "--json", "{tmp}/o/x.json"], "--json {tmp}/o/x.json: no such folder"),
+        (["image", "{tmp}/photo[bold].png", "-o", "{tmp}/o"], "{tmp}/photo[bold].png: no such file or folder"),  # not rich markup
+        (["export", "-o", "{tmp}/o/m.onnx"], "-o {tmp}/o/m.onnx: no such folder"),
+        (["export", "-o", "{tmp}/m.onnx", "--shape", "1x3x2x2", "--dynamic"], "--shape 1x3x2x2: a --dynamic export traces"),
     ],
 )
 def test_bad_input_one_line(tmp_path: Path, capsys, tiny_checkpoint: Path, args: list[str], message: str) -> None:
