@@ -17,10 +17,14 @@ from torch import Tensor
 from derain.engines.base import EngineError
 from derain.engines.cache import EngineCache, weights_hash
 from derain.models.brn import BRN, Derainer
+from derain.models.files import atomic_path
 
 OPSET = 18
 INPUT_NAME = "rainy"
 OUTPUT_NAME = "clean"
+# The free dimensions of a dynamic graph: the example shape must lie inside them.
+DYNAMIC_BATCH = (1, 256)
+DYNAMIC_SIDE = (4, 16384)
 
 
 def export_onnx(model: BRN, path: str | Path, dynamic: bool = True, shape: tuple[int, int, int, int] = (1, 3, 64, 64)) -> Path:
@@ -31,22 +35,30 @@ def export_onnx(model: BRN, path: str | Path, dynamic: bool = True, shape: tuple
     if importlib.util.find_spec("onnxscript") is None:
         raise EngineError("ONNX export needs the onnx extra: pip install 'derain[onnx]'")
     path = Path(path)
+    batch, _, height, width = shape
+    if dynamic and not (DYNAMIC_BATCH[0] <= batch <= DYNAMIC_BATCH[1] and all(DYNAMIC_SIDE[0] <= s <= DYNAMIC_SIDE[1] for s in (height, width))):
+        raise EngineError(
+            f"--shape {'x'.join(map(str, shape))}: a --dynamic export traces an example of batch {DYNAMIC_BATCH[0]}-{DYNAMIC_BATCH[1]} "
+            f"and sides {DYNAMIC_SIDE[0]}-{DYNAMIC_SIDE[1]}; give one in range (the graph still takes any size in it)"
+        )
     module = Derainer(copy.deepcopy(model)).eval().float().cpu()
     example = torch.rand(*shape)
     dynamic_shapes = None
     if dynamic:
-        dims = {0: torch.export.Dim("batch", min=1, max=256), 2: torch.export.Dim("height", min=4, max=16384),
-                3: torch.export.Dim("width", min=4, max=16384)}
+        dims = {0: torch.export.Dim("batch", min=DYNAMIC_BATCH[0], max=DYNAMIC_BATCH[1]),
+                2: torch.export.Dim("height", min=DYNAMIC_SIDE[0], max=DYNAMIC_SIDE[1]),
+                3: torch.export.Dim("width", min=DYNAMIC_SIDE[0], max=DYNAMIC_SIDE[1])}
         dynamic_shapes = (dims,)
     # The exporter reports progress with print() and logs what it skips; the CLI speaks for itself.
     onnx_log = logging.getLogger("torch.onnx")
     level = onnx_log.level
     onnx_log.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        # Written beside `path` and renamed when done: an interrupted export leaves the old file.
+        with atomic_path(path, ".onnx") as tmp, warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                module, (example,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                module, (example,), str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                 dynamic_shapes=dynamic_shapes, opset_version=OPSET, external_data=False, verbose=False,
             )
     finally:

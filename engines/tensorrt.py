@@ -21,6 +21,7 @@ from torch import Tensor
 from derain.engines.base import PRECISIONS, EngineError, built_shape_for, pad_batch
 from derain.engines.cache import EngineCache, device_key, weights_hash
 from derain.models.brn import BRN, Derainer
+from derain.models.files import atomic_path
 
 ARTEFACT = "engine.ep"
 
@@ -151,5 +152,6 @@ def serialize_engine(model: BRN, shape: tuple[int, int, int, int], device: torch
         program, example = export_program(model, shape, device, dtype)
         kwargs = _compile_kwargs(example, dtype, timing_cache_path(root, device))
         engine = torch_tensorrt.dynamo.convert_exported_program_to_serialized_trt_engine(program, **kwargs)
-    path.write_bytes(bytes(engine))
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(bytes(engine))
     return path

@@ -228,6 +228,20 @@ def test_export_onnx_cli_runs_in_onnxruntime(tmp_path: Path, tiny_checkpoint: Pa
     assert main(["export", "--weights", str(tiny_checkpoint), "-o", str(out)]) == 2  # exists
 
 
+def test_an_interrupted_export_keeps_the_file_it_would_replace(tmp_path: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "brn.onnx"
+    out.write_bytes(b"the previous export")
+
+    def ctrl_c_halfway(module, args, f, **kwargs):  # noqa: ANN001, ANN003, ANN202 - torch.onnx.export's signature
+        Path(f).write_bytes(b"half a model")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch.onnx, "export", ctrl_c_halfway)
+    assert main(["export", "--weights", str(tiny_checkpoint), "-o", str(out), "--overwrite"]) == 130
+    assert out.read_bytes() == b"the previous export"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["brn.onnx", "tiny.safetensors"]
+
+
 def test_static_onnx_export(tmp_path: Path, tiny_checkpoint: Path) -> None:
     out = tmp_path / "static.onnx"
     assert main(["export", "--weights", str(tiny_checkpoint), "-o", str(out), "--shape", "2x3x24x32"]) == 0
