@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import tempfile
 from fractions import Fraction
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import av
 import cv2
 import numpy as np
 import torch
+from rich.text import Text
 from skimage import data as samples
 
 from derain.models.metrics import psnr
@@ -30,14 +33,16 @@ from derain.stream.color import (
     to_rgb,
 )
 from derain.stream.encode import EncodeOptions
+from derain.stream.errors import VideoError
 from derain.stream.options import add_engine_options, console, engine_from_args
-from derain.stream.pipeline import VideoJob, run_video
+from derain.stream.pipeline import VideoJob, run_video, signals_deferred
 from derain.stream.stats import Stats, progress_bar
 from derain.stream.video import report
 
 WIDTH, HEIGHT, FPS, SECONDS_PER_SCENE = 160, 120, 20, 1.0
 # Colour photographs that ship inside scikit-image's wheel (the others need pooch and a network).
 SCENES = ("astronaut", "coffee", "chelsea")
+NAMES = ("rainy", "derained", "compare")  # the three clips a run leaves in its folder
 RAIN = RainStyle(density=0.006, length=16.0, angle=12.0, width=1.2, intensity=0.45)  # about 21 dB rainy PSNR
 CRF = 12  # high enough quality that the codec does not hide the rain or the gain
 
@@ -112,36 +117,43 @@ def side_by_side(path: Path, left: list[list[np.ndarray]], right: list[list[np.n
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if args.batch < 1:
+        raise VideoError(f"--batch {args.batch}: must be at least 1")
     _, engine = engine_from_args(args)  # first: missing weights should stop the demo before any work
     outdir = Path(args.output)
     outdir.mkdir(parents=True, exist_ok=True)
-    rainy_path, derained_path, compare_path = (outdir / f"{n}.mp4" for n in ("rainy", "derained", "compare"))
-    for path in (rainy_path, derained_path, compare_path):
-        path.unlink(missing_ok=True)  # the demo's own files: a rerun replaces them
-    clean = clean_frames()
-    field = RainVideo(HEIGHT, WIDTH, RAIN, speed=9.0, seed=7)
-    rainy = [field.frame(frame, k)[0] for k, frame in enumerate(clean)]
-    write_clip(rainy_path, rainy)
-    console.print(f"{rainy_path}: {len(rainy)} frames of {WIDTH}x{HEIGHT} rain over {', '.join(SCENES)} (scikit-image samples)")
+    # Made in a scratch folder and moved in at the end: a rerun that fails or is stopped leaves
+    # the last run's clips as they were.
+    with tempfile.TemporaryDirectory(prefix=".derain-demo-", dir=outdir) as scratch:
+        rainy_path, derained_path, compare_path = (Path(scratch) / f"{n}.mp4" for n in NAMES)
+        clean = clean_frames()
+        field = RainVideo(HEIGHT, WIDTH, RAIN, speed=9.0, seed=7)
+        rainy = [field.frame(frame, k)[0] for k, frame in enumerate(clean)]
+        write_clip(rainy_path, rainy)
+        console.print(f"{len(rainy)} frames of {WIDTH}x{HEIGHT} rain over {', '.join(SCENES)} (scikit-image samples)")
 
-    stats = Stats()
-    job = VideoJob(rainy_path, derained_path, batch=args.batch, encode=EncodeOptions(crf=CRF))
+        stats = Stats()
+        job = VideoJob(rainy_path, derained_path, batch=args.batch, encode=EncodeOptions(crf=CRF), keep_partial=False)
 
-    def on_start(source, sink):  # noqa: ANN001, ANN202 - run_video's hook
-        return progress_bar(console, stats, source.expected_frames, "derain")
+        def on_start(source, sink):  # noqa: ANN001, ANN202 - run_video's hook
+            return progress_bar(console, stats, source.expected_frames, "derain")
 
-    status = report(run_video(job, engine, stats, on_start))
-    if status:
-        return status
-    rainy_read, derained_read = read_clip(rainy_path), read_clip(derained_path)
-    side_by_side(compare_path, [p for p, _ in rainy_read], [p for p, _ in derained_read])
-    before = np.mean([psnr(rgb, ref) for (_, rgb), ref in zip(rainy_read, clean)])
-    after = np.mean([psnr(rgb, ref) for (_, rgb), ref in zip(derained_read, clean)])
-    console.print(f"{compare_path}: rainy | derained, side by side")
-    console.print(
-        f"PSNR against the clean frames (RGB, decoded files): rainy {before:.2f} dB, "
-        f"derained {after:.2f} dB, gain [bold]{after - before:+.2f} dB[/bold]"
-    )
+        status = report(run_video(job, engine, stats, on_start))
+        if status:
+            console.print(f"derain: {outdir}: the demo's files from before are unchanged", style="yellow", soft_wrap=True)
+            return status
+        rainy_read, derained_read = read_clip(rainy_path), read_clip(derained_path)
+        side_by_side(compare_path, [p for p, _ in rainy_read], [p for p, _ in derained_read])
+        before = np.mean([psnr(rgb, ref) for (_, rgb), ref in zip(rainy_read, clean)])
+        after = np.mean([psnr(rgb, ref) for (_, rgb), ref in zip(derained_read, clean)])
+        with signals_deferred():
+            for path in (rainy_path, derained_path, compare_path):
+                os.replace(path, outdir / path.name)
+    console.print(f"{outdir}: {', '.join(f'{n}.mp4' for n in NAMES)} (compare: rainy | derained, side by side)")
+    console.print(Text.assemble(
+        f"PSNR against the clean frames (RGB, decoded files): rainy {before:.2f} dB, derained {after:.2f} dB, gain ",
+        (f"{after - before:+.2f} dB", "bold"),
+    ))
     return 0
 
 

@@ -9,8 +9,11 @@ import sys
 from pathlib import Path
 
 import av
+import pytest
 
 from derain.models.hub import BUILTIN_PATH
+from derain.stream import demo
+from derain.stream.cli import main
 
 
 def test_demo_runs_offline_and_gains(tmp_path: Path) -> None:
@@ -30,3 +33,18 @@ def test_demo_runs_offline_and_gains(tmp_path: Path) -> None:
     assert sizes["compare"] == (sizes["rainy"][0], 2 * sizes["rainy"][1], sizes["rainy"][2])
     gain = re.search(r"gain \+?(-?[\d.]+) dB", " ".join(done.stderr.split()))
     assert gain and float(gain.group(1)) > 0, done.stderr
+
+
+def test_a_failed_or_stopped_rerun_keeps_the_last_demo(tmp_path: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out, weights = tmp_path / "demo", ["--weights", str(tiny_checkpoint)]
+    assert main(["demo", "-o", str(out), *weights]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert sorted(before) == ["compare.mp4", "derained.mp4", "rainy.mp4"]
+    assert main(["demo", "-o", str(out), "--batch", "0", *weights]) == 2
+
+    def ctrl_c(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "side_by_side", ctrl_c)  # stopped after the derained clip, before the last one
+    assert main(["demo", "-o", str(out), *weights]) == 130
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # and no scratch folder left
