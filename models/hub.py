@@ -7,8 +7,10 @@ file, the cache and the file system, and says how to fetch what is missing.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -75,8 +77,12 @@ def fetch(
     matches, so a failed or corrupted download never lands in the cache.
     """
     cfg = get_cfg(name)
+    if not timeout > 0:
+        raise FetchError(f"--timeout {timeout:g}: give the network timeout in seconds, above 0")
     target = cached_path(cfg)
     url = download_url(cfg, mirror)
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https", "file"):
+        raise FetchError(f"{url}: not an http(s) URL; give --mirror as http://host/folder/")
     target.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     try:
@@ -95,8 +101,8 @@ def fetch(
                     f"{url}: SHA-256 {digest.hexdigest()[:16]}... does not match the expected "
                     f"{cfg.sha256[:16]}... for {cfg.name}; the download was discarded (check the mirror)"
                 )
-    except (urllib.error.URLError, TimeoutError, OSError) as err:
-        reason = getattr(err, "reason", None) or err
+    except (urllib.error.URLError, http.client.HTTPException, TimeoutError, OSError) as err:
+        reason = getattr(err, "reason", None) or (f"not an HTTP reply: {err}" if isinstance(err, http.client.HTTPException) else err)
         raise FetchError(f"{url}: download failed ({reason}); check the network or give --mirror URL") from None
     return target
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -114,3 +115,30 @@ def test_cli_reports_fetch_failure_in_one_line(generated_release, capsys) -> Non
     assert main(["weights", "fetch", "test-r100l", "--mirror", "http://127.0.0.1:9", "--timeout", "2"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("derain: error:") and "download failed" in err
+
+
+def test_a_server_that_does_not_speak_http(generated_release) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+
+        def answer_garbage() -> None:
+            connection, _ = listener.accept()
+            with connection:
+                connection.recv(4096)
+                connection.sendall(b"garbage\r\n\r\n")
+
+        threading.Thread(target=answer_garbage, daemon=True).start()
+        with pytest.raises(FetchError, match=r"download failed \(not an HTTP reply: garbage"):
+            fetch("test-r100l", mirror=f"http://127.0.0.1:{listener.getsockname()[1]}/", timeout=5)
+    assert list(cache_dir().iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [(["--mirror", "example.com/x"], "example.com/x/TEST_R100L.pth: not an http(s) URL; give --mirror as http://host/folder/"),
+     (["--timeout", "-1"], "--timeout -1: give the network timeout in seconds, above 0")],
+)
+def test_bad_fetch_options_one_line(generated_release, capsys, args: list[str], message: str) -> None:
+    assert main(["weights", "fetch", "test-r100l", *args]) == 2
+    assert capsys.readouterr().err.strip() == f"derain: error: {message}"
