@@ -63,6 +63,7 @@ SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 STATE_FILE = "state.pt"
 LAST_FILE = "last.safetensors"
+MIN_PATCH = 16  # the smallest patch or validation crop SSIM's 11x11 window scores well
 BEST_FILE = "best.safetensors"
 LOG_FILE = "log.jsonl"
 # What a (seed, step) batch of synthetic rain holds: bump it when the synthesiser or the
@@ -109,6 +110,23 @@ class TrainResult:
     val: list[dict] = field(default_factory=list)
     last: Path | None = None
     best: Path | None = None
+    stopped_by: int | None = None  # the signal that stopped the run early
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """Refuse option values that cannot train, before any data is read or file written."""
+    if cfg.epochs < 1 or cfg.batch < 1 or (cfg.steps_per_epoch is not None and cfg.steps_per_epoch < 1):
+        raise TrainError(f"--epochs {cfg.epochs} --batch {cfg.batch} --steps-per-epoch {cfg.steps_per_epoch}: each must be at least 1")
+    if cfg.patch < MIN_PATCH or cfg.val_crop < MIN_PATCH:
+        raise TrainError(f"--patch {cfg.patch} --val-crop {cfg.val_crop}: each must be at least {MIN_PATCH} pixels (the SSIM window is 11)")
+    if cfg.stages is not None and cfg.stages < 1:
+        raise TrainError(f"--stages {cfg.stages}: must be at least 1")
+    if not cfg.lr > 0 or cfg.l1 < 0:
+        raise TrainError(f"--lr {cfg.lr:g} --l1 {cfg.l1:g}: the learning rate must be above 0 and the L1 weight at least 0")
+    if not 0.0 <= cfg.heavy_fraction <= 1.0:
+        raise TrainError(f"--heavy-fraction {cfg.heavy_fraction:g}: give the share of heavy rain, from 0 to 1")
+    if cfg.resume and cfg.init is not None:
+        raise TrainError(f"--resume continues from {cfg.out}/{LAST_FILE}; drop --init {cfg.init} (it was used when the run started)")
 
 
 def check_not_test_set(path: str | Path) -> None:
@@ -393,29 +411,40 @@ class _Log:
 def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
     """Run (or resume) training as configured; returns where it stopped and what it wrote."""
     console = console or Console(stderr=True, markup=False)
+    check_config(cfg)
     check_not_test_set(cfg.data)
     out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise TrainError(f"--out {out}: is a file; give a folder for the run")
     state_path = out / STATE_FILE
     state = None
     if cfg.resume:
         if not state_path.is_file():
             raise TrainError(f"{out}: nothing to resume (no {STATE_FILE}); run without --resume to start")
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        saved = json.loads(state["config"])
+        try:
+            state = torch.load(state_path, map_location="cpu", weights_only=True)
+            saved = json.loads(state["config"])
+        except Exception as err:  # noqa: BLE001 - a truncated zip, a foreign pickle, a dict without our keys
+            raise TrainError(
+                f"{state_path}: not a readable training state ({type(err).__name__}); "
+                f"start a new run from its weights with --init {out / LAST_FILE}"
+            ) from None
+        cfg.init = saved.get("init")  # the run's own start, for the checkpoints' description
         # The model and the batch stream must match the run being resumed; the rest may change.
         if cfg.synthetic_rain and state.get("recipe", 1) != DATA_RECIPE:
             raise TrainError(
                 f"--resume: {out} was started on an older synthetic-rain recipe; "
                 f"start a new run from its weights with --init {out / LAST_FILE}"
             )
-        for key in ("variant", "stages", "patch", "batch", "seed", "synthetic_rain", "procedural", "heavy_fraction"):
+        keys = ("variant", "stages", "patch", "batch", "seed", "synthetic_rain", "procedural", "heavy_fraction", "steps_per_epoch")
+        for key in keys:
             # Runs saved before a key existed ran with its default.
             was = saved.get(key, TrainConfig.__dataclass_fields__[key].default)
-            if key in ("variant", "stages") and getattr(cfg, key) is None:
+            if key in ("variant", "stages", "steps_per_epoch") and getattr(cfg, key) is None:
                 setattr(cfg, key, was)
             elif getattr(cfg, key) != was:
                 raise TrainError(f"--resume: {key} was {was!r} in {out}, now {getattr(cfg, key)!r}; keep it the same")
-    elif state_path.exists():
+    elif state_path.exists() or any(out.glob("*.safetensors")):
         raise TrainError(f"{out} already holds a run; add --resume to continue it or pick another --out")
 
     device = _pick_device(cfg.device)
@@ -527,6 +556,7 @@ def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
         if step % steps_per_epoch:
             save(False, {})
         if stop["signal"] is not None:
+            result.stopped_by = int(stop["signal"])
             log("stopped", step=step, signal=int(stop["signal"]))
             console.print(f"stopped at step {step}; continue with --resume")
         else:
@@ -592,4 +622,4 @@ def run_train(args: argparse.Namespace) -> int:
     console = Console(stderr=True, markup=False)  # paths may hold [brackets]
     result = train(cfg, console)
     console.print(f"final checkpoint: {result.last}" + (f"  best: {result.best}" if result.best else ""), soft_wrap=True)
-    return 0
+    return 128 + result.stopped_by if result.stopped_by else 0  # 130 for Ctrl-C, 143 for SIGTERM, as a shell reports them

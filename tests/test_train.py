@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 import cv2
@@ -86,8 +87,54 @@ def test_resume_must_keep_the_batch_stream(clean_dir: Path, tmp_path: Path) -> N
     train(tiny(clean_dir, tmp_path / "run", epochs=1, steps_per_epoch=2))
     with pytest.raises(TrainError, match="patch"):
         train(tiny(clean_dir, tmp_path / "run", epochs=2, steps_per_epoch=2, patch=24, resume=True))
+    with pytest.raises(TrainError, match="steps_per_epoch was 2 in .*, now 4"):
+        train(tiny(clean_dir, tmp_path / "run", epochs=2, steps_per_epoch=4, resume=True))  # would renumber the epoch files
+    with pytest.raises(TrainError, match="drop --init"):
+        train(tiny(clean_dir, tmp_path / "run", epochs=2, steps_per_epoch=2, resume=True, init=str(tmp_path / "run" / "last.safetensors")))
     with pytest.raises(TrainError, match="nothing to resume"):
         train(tiny(clean_dir, tmp_path / "empty", resume=True))
+    (tmp_path / "run" / "state.pt").unlink()  # as a kill during the very first save leaves it
+    with pytest.raises(TrainError, match="already holds a run"):
+        train(tiny(clean_dir, tmp_path / "run", epochs=1, steps_per_epoch=2))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "foreign"])
+def test_a_damaged_training_state_is_one_line(clean_dir: Path, tmp_path: Path, damage: str) -> None:
+    train(tiny(clean_dir, tmp_path / "run", epochs=1, steps_per_epoch=2))
+    state = tmp_path / "run" / "state.pt"
+    if damage == "truncated":
+        state.write_bytes(state.read_bytes()[:1000])
+    else:
+        torch.save({"step": torch.tensor(3)}, state)
+    with pytest.raises(TrainError, match=r"state\.pt: not a readable training state .*--init .*last\.safetensors"):
+        train(tiny(clean_dir, tmp_path / "run", epochs=2, steps_per_epoch=2, resume=True))
+
+
+@pytest.mark.parametrize(
+    "option",
+    [{"epochs": 0}, {"batch": 0}, {"steps_per_epoch": 0}, {"patch": 4}, {"val_crop": 0}, {"stages": 0}, {"lr": -1.0},
+     {"heavy_fraction": 5.0}],
+)
+def test_options_that_cannot_train_are_refused_before_any_work(clean_dir: Path, tmp_path: Path, option: dict) -> None:
+    with pytest.raises(TrainError, match="--"):
+        train(tiny(clean_dir, tmp_path / "run", **option))
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_stopped_run_exits_as_the_signal_says(clean_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    real_batch = train_mod.make_batch
+
+    def ctrl_c_at_step_3(source: object, c: TrainConfig, step: int) -> tuple:
+        if step == 3:
+            signal.raise_signal(signal.SIGINT)  # caught by train: it saves and stops after this step
+        return real_batch(source, c, step)
+
+    monkeypatch.setattr(train_mod, "make_batch", ctrl_c_at_step_3)
+    args = ["train", "--data", str(clean_dir), "--synthetic-rain", "--out", str(tmp_path / "run"), "--epochs", "1",
+            "--steps-per-epoch", "20", "--patch", "32", "--batch", "2", "--stages", "1", "--val-crop", "48", "--device", "cpu"]
+    assert main(args) == 130
+    assert "stopped at step 4; continue with --resume" in capsys.readouterr().err
+    assert load_checkpoint(tmp_path / "run" / "last.safetensors")[1]["step"] == "4"
 
 
 def test_paper_loss_and_schedule() -> None:
