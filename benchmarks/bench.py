@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from derain.benchmarks.runner import Plan, run_bench
 from derain.engines import BACKENDS, PRECISIONS, select_device
 from derain.models.brn import BRN, VARIANTS
 from derain.models.hub import load_model
-from derain.stream.options import console
+from derain.stream.options import check_json_option, console, write_json
 
 GPU_RESOLUTIONS = [(640, 360), (1280, 720), (1920, 1080), (3840, 2160)]
 # A 160x120 frame takes about half a second on a 2-core CPU: enough to see the shape of things.
@@ -96,7 +95,7 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
                    help="untimed calls first (the first one builds compile and tensorrt engines); default: 10 on a GPU, 1 on the CPU")
     p.add_argument("--input", type=Path, metavar="VIDEO",
                    help="end-to-end mode: also run the whole pipeline on this file, and a plain PyAV transcode of it")
-    p.add_argument("--json", metavar="FILE", help="also write the full report as JSON")
+    p.add_argument("--json", metavar="FILE", help="also write the full report as JSON (replaced if it exists)")
     p.set_defaults(func=cmd_bench)
 
 
@@ -119,8 +118,7 @@ def bench_model(args: argparse.Namespace) -> tuple[BRN, str]:
 def plan_from_args(args: argparse.Namespace, device: torch.device) -> Plan:
     gpu = 0 if device.type == "cuda" else 1
     pick = {name: getattr(args, name) or defaults[gpu] for name, defaults in DEFAULTS.items()}
-    if args.json and not Path(args.json).parent.is_dir():
-        raise BenchError(f"--json {args.json}: the folder {Path(args.json).parent} does not exist; create it or pick another path")
+    check_json_option(args.json, overwrite=True)
     if args.input is not None:
         if args.resolution:
             raise BenchError(f"--resolution: with --input the size is the video's ({args.input}); drop --resolution")
@@ -201,6 +199,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
         where = f" at batch {item['batch']} {item['width']}x{item['height']}" if "batch" in item else ""
         console.print(f"skipped {item['engine']} {item['precision']}{where}: {item['reason']}", style="yellow")
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        write_json(args.json, report)
         console.print(f"report written to {args.json}", style="dim")
     return 0

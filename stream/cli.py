@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,7 +33,15 @@ from derain.stream.demo import add_demo_parser
 from derain.stream.errors import VideoError
 from derain.stream.images import ImageJob, plan_jobs, run_jobs
 from derain.stream.live import add_live_parser
-from derain.stream.options import add_engine_options, add_weights_option, check_json_option, console, engine_from_args, guard_accuracy
+from derain.stream.options import (
+    add_engine_options,
+    add_weights_option,
+    check_json_option,
+    console,
+    engine_from_args,
+    guard_accuracy,
+    write_json,
+)
 from derain.stream.video import add_video_parser
 
 # Errors whose message is already one line that says what to do.
@@ -46,9 +53,12 @@ USER_ERRORS = (
 
 def cmd_image(args: argparse.Namespace) -> int:
     outdir = Path(args.output)
-    jobs = plan_jobs(args.inputs, outdir, args.rain)
+    jobs = plan_jobs(args.inputs, outdir, args.rain, args.overwrite)
     model, engine = engine_from_args(args)
-    outdir.mkdir(parents=True, exist_ok=True)
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise NotADirectoryError(f"-o {outdir}: cannot make the folder ({err.strerror})") from None
 
     def report(job: ImageJob, error: str | None) -> None:
         if error:
@@ -68,7 +78,7 @@ def cmd_image(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    check_json_option(args.json)
+    check_json_option(args.json, args.overwrite)
     pairs = find_pairs(args.dataset)
     if args.limit:
         pairs = pairs[: args.limit]
@@ -85,7 +95,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     table.add_row("derained", f"{report.mean('psnr'):.2f}", f"{report.mean('ssim'):.4f}")
     console.print(table)
     if args.json:
-        Path(args.json).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        write_json(args.json, report.to_dict())
     return 0
 
 
@@ -105,6 +115,16 @@ def cmd_export(args: argparse.Namespace) -> int:
         serialize_engine(model, args.shape, device, select_precision(args.precision, device), output)
         console.print(f"{output}: serialised TensorRT engine for {' x '.join(map(str, args.shape))}")
     return 0
+
+
+def non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number, 0 or more")
+    return value
 
 
 def parse_shape(text: str) -> tuple[int, int, int, int]:
@@ -144,6 +164,7 @@ def add_image_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the derained PNGs")
     p.add_argument("--rain", action="store_true", help="also write the rain layer as NAME_rain.png")
+    p.add_argument("--overwrite", action="store_true", help="replace PNGs already in OUTDIR")
     add_engine_options(p)
     p.set_defaults(func=cmd_image)
 
@@ -152,7 +173,8 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="PSNR/SSIM on a paired test set, with the paper's protocol")
     p.add_argument("dataset", type=Path, metavar="DATASET", help="input/+target/, rain/+norain/ or the authors' rainy/ layout")
     p.add_argument("--json", metavar="FILE", help="write the means and per-image figures as JSON")
-    p.add_argument("--limit", type=int, default=0, metavar="N", help="only the first N pairs")
+    p.add_argument("--limit", type=non_negative, default=0, metavar="N", help="only the first N pairs (default 0: all)")
+    p.add_argument("--overwrite", action="store_true", help="replace the --json file if it exists")
     add_engine_options(p)
     p.set_defaults(func=cmd_eval, precision="fp32")
 

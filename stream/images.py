@@ -21,8 +21,11 @@ class ImageJob:
     rain_output: Path | None
 
 
-def plan_jobs(inputs: Iterable[str | Path], outdir: Path, rain: bool) -> list[ImageJob]:
-    """One job per image: folders are expanded (not recursively), names must not collide."""
+def plan_jobs(inputs: Iterable[str | Path], outdir: Path, rain: bool, overwrite: bool = False) -> list[ImageJob]:
+    """One job per image: folders are expanded (not recursively), names must not collide, and
+    existing outputs are replaced only with `overwrite`."""
+    if outdir.exists() and not outdir.is_dir():
+        raise NotADirectoryError(f"-o {outdir}: is a file; give a folder for the PNGs")
     sources: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
@@ -48,6 +51,10 @@ def plan_jobs(inputs: Iterable[str | Path], outdir: Path, rain: bool) -> list[Im
                 raise FileExistsError(f"{source} and {taken[key]} would both be written to {output}; derain them into separate folders")
             taken[key] = source
         jobs.append(job)
+    existing = [output for job in jobs for output in (job.output, job.rain_output) if output is not None and output.exists()]
+    if existing and not overwrite:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise FileExistsError(f"{existing[0]}: already exists{more}; pass --overwrite to replace, or write to another folder (-o)")
     return jobs
 
 

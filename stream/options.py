@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import torch
@@ -11,6 +12,7 @@ from torch import Tensor
 
 from derain.engines import BACKENDS, PRECISIONS, Engine, build_engine, check_accuracy
 from derain.models.brn import BRN
+from derain.models.files import atomic_path
 from derain.models.hub import load_model
 from derain.stream.color import to_rgb
 from derain.stream.decode import Source
@@ -28,10 +30,23 @@ def add_weights_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def check_json_option(path: str | Path | None) -> None:
-    """Refuse a --json FILE in a folder that does not exist before any work: a finished job must not fail at the end."""
-    if path is not None and not Path(path).parent.is_dir():
-        raise FileNotFoundError(f"--json {path}: no such folder {Path(path).parent}; create it or name another file")
+def check_json_option(path: str | Path | None, overwrite: bool = False) -> None:
+    """Refuse a --json FILE that could not be written, before any work: a finished job must not fail at the end."""
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"--json {path}: is a folder; name a file")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"--json {path}: no such folder {path.parent}; create it or name another file")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"--json {path}: already exists; pass --overwrite to replace it")
+
+
+def write_json(path: str | Path, record: dict) -> None:
+    """The report, written whole or not at all."""
+    with atomic_path(path, ".json") as tmp:
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
 
 
 def add_engine_options(parser: argparse.ArgumentParser) -> None:

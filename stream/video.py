@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import signal
 import threading
 from collections.abc import Iterator
@@ -18,7 +17,15 @@ from pathlib import Path
 from derain.stream.decode import Source
 from derain.stream.encode import EncodeOptions, Sink
 from derain.stream.errors import VideoError
-from derain.stream.options import add_engine_options, check_json_option, console, engine_from_args, guard_first_frame, open_preview
+from derain.stream.options import (
+    add_engine_options,
+    check_json_option,
+    console,
+    engine_from_args,
+    guard_first_frame,
+    open_preview,
+    write_json,
+)
 from derain.stream.pipeline import Terminated, VideoJob, check_paths, run_video
 from derain.stream.stats import Stats, Summary, progress_bar
 
@@ -48,7 +55,7 @@ def add_video_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--duration", type=float, metavar="S", help="derain only S seconds")
     add_encode_options(p)
     p.add_argument("--json", type=Path, metavar="FILE", help="write the summary (frames, seconds, fps, per-stage time) as JSON")
-    p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    p.add_argument("--overwrite", action="store_true", help="replace OUTPUT (and the --json file) if it exists")
     p.add_argument("--no-partial", action="store_true", help="if the job stops early, delete the output instead of keeping the frames done")
     add_engine_options(p)
     p.set_defaults(func=cmd_video)
@@ -100,7 +107,7 @@ def cmd_video(args: argparse.Namespace) -> int:
         overwrite=args.overwrite, keep_partial=not args.no_partial,
     )
     check_paths(job)  # before the model loads: a refusal should be instant
-    check_json_option(args.json)
+    check_json_option(args.json, args.overwrite)
     model, engine = engine_from_args(args)
     preview = open_preview(args, f"derain: {args.input.name}")
     stats = Stats()
@@ -124,5 +131,5 @@ def cmd_video(args: argparse.Namespace) -> int:
         if preview is not None:
             preview.close()
     if args.json:
-        args.json.write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
+        write_json(args.json, summary.to_dict())
     return report(summary)

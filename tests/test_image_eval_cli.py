@@ -171,6 +171,31 @@ def test_eval_layouts_and_json(tmp_path: Path, tiny_checkpoint: Path, layout: st
     assert set(data["images"][0]) >= {"name", "psnr", "ssim"}
     assert data["psnr"] == pytest.approx(np.mean([i["psnr"] for i in data["images"]]))
     assert 0 < data["ssim"] <= 1
+    again = ["eval", str(tmp_path / "set"), "--weights", str(tiny_checkpoint), "--json", str(report), "--limit", "1"]
+    assert main(again) == 2 and json.loads(report.read_text())["count"] == 3  # an earlier report is kept
+    assert main([*again, "--overwrite"]) == 0 and json.loads(report.read_text())["count"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "set", "tiny.safetensors"]  # no temporary left
+
+
+def test_eval_limit_must_be_a_count(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["eval", str(tmp_path), "--limit", "-5"])
+    assert exit_.value.code == 2 and "--limit: '-5': give a whole number, 0 or more" in capsys.readouterr().err
+
+
+def test_image_replaces_earlier_outputs_only_with_overwrite(tmp_path: Path, tiny_checkpoint: Path, capsys) -> None:
+    a, b = write(tmp_path / "in" / "a.png", rng_image(8, 8)), write(tmp_path / "in" / "b.png", rng_image(8, 8, seed=1))
+    out, weights = tmp_path / "out", ["--weights", str(tiny_checkpoint)]
+    assert main(["image", str(a), "-o", str(out), *weights]) == 0
+    derained = (out / "a.png").read_bytes()
+    (out / "a.png").write_bytes(b"kept")
+    assert main(["image", str(a), str(b), "-o", str(out), *weights]) == 2
+    assert f"{out / 'a.png'}: already exists; pass --overwrite" in " ".join(capsys.readouterr().err.split())
+    assert (out / "a.png").read_bytes() == b"kept" and not (out / "b.png").exists()
+    assert main(["image", str(a), str(b), "-o", str(out), "--overwrite", *weights]) == 0
+    assert (out / "a.png").read_bytes() == derained and (out / "b.png").is_file()
+    assert main(["image", str(a), "-o", str(a), *weights]) == 2
+    assert f"-o {a}: is a file; give a folder for the PNGs" in " ".join(capsys.readouterr().err.split())
 
 
 def test_natural_order_and_missing_truth(tmp_path: Path) -> None:

@@ -392,10 +392,13 @@ def test_encoder_settings_and_json_folder_are_refused_before_any_work(tmp_path: 
     args = ["video", str(src), "-o", str(dst), "--weights", str(tiny_checkpoint), "--device", "cpu"]
     assert main([*args, "--preset", "bogus"]) == 2
     assert main([*args, "--json", str(tmp_path / "no" / "summary.json")]) == 2
-    first, second = capsys.readouterr().err.strip().splitlines()[-2:]
+    (tmp_path / "summary.json").write_text("a report kept from before")
+    assert main([*args, "--json", str(tmp_path / "summary.json")]) == 2
+    first, second, third = capsys.readouterr().err.strip().splitlines()[-3:]
     assert "encoder libx264 refuses its settings" in first and "preset=bogus" in first and "--preset" in first
     assert f"--json {tmp_path / 'no' / 'summary.json'}: no such folder" in second
-    assert not dst.exists()
+    assert f"--json {tmp_path / 'summary.json'}: already exists; pass --overwrite" in third
+    assert not dst.exists() and (tmp_path / "summary.json").read_text() == "a report kept from before"
 
 
 def test_a_second_ctrl_c_while_the_output_is_finalised_is_ignored(tmp_path: Path, ctrl_c_in_sink_close: None) -> None:
