@@ -258,6 +258,8 @@ def build_sources(cfg: TrainConfig) -> tuple[Source, Source | None]:
     data = Path(cfg.data)
     if not data.is_dir():
         raise TrainError(f"{data}: no such data folder")
+    if cfg.val and not Path(cfg.val).is_dir():
+        raise TrainError(f"--val {cfg.val}: no such folder; give a folder of validation images or drop --val")
     perm_rng = np.random.default_rng([cfg.seed, 1])
     if cfg.synthetic_rain:
         items: list = _synthetic_paths(data)

@@ -113,7 +113,7 @@ def test_a_damaged_training_state_is_one_line(clean_dir: Path, tmp_path: Path, d
 @pytest.mark.parametrize(
     "option",
     [{"epochs": 0}, {"batch": 0}, {"steps_per_epoch": 0}, {"patch": 4}, {"val_crop": 0}, {"stages": 0}, {"lr": -1.0},
-     {"heavy_fraction": 5.0}],
+     {"heavy_fraction": 5.0}, {"val": "/nonexistent/val"}],
 )
 def test_options_that_cannot_train_are_refused_before_any_work(clean_dir: Path, tmp_path: Path, option: dict) -> None:
     with pytest.raises(TrainError, match="--"):
