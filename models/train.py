@@ -69,7 +69,8 @@ LOG_FILE = "log.jsonl"
 # What a (seed, step) batch of synthetic rain holds: bump it when the synthesiser or the
 # augmentation changes, so that a run resumes only on the data it started with.
 # 2: dead-leaves patches, exposure jitter, Screen blend. 3: sticks among the dead leaves.
-DATA_RECIPE = 3
+# 4: most light rain dense and faint (RainSampler.faint_fraction).
+DATA_RECIPE = 4
 AMP_MODES = ("auto", "on", "off")
 
 
