@@ -138,7 +138,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         def on_start(source, sink):  # noqa: ANN001, ANN202 - run_video's hook
             return progress_bar(console, stats, source.expected_frames, "derain")
 
-        status = report(run_video(job, engine, stats, on_start))
+        summary = run_video(job, engine, stats, on_start)
+        summary.input, summary.output = str(outdir / rainy_path.name), str(outdir / derained_path.name)  # where they land
+        status = report(summary)
         if status:
             console.print(f"derain: {outdir}: the demo's files from before are unchanged", style="yellow", soft_wrap=True)
             return status
