@@ -16,7 +16,7 @@ from derain.benchmarks.runner import Plan, run_bench
 from derain.engines import BACKENDS, PRECISIONS, select_device
 from derain.models.brn import BRN, VARIANTS
 from derain.models.hub import load_model
-from derain.stream.options import check_json_option, console, write_json
+from derain.stream.options import check_json_option, console, whole_number, write_json
 
 GPU_RESOLUTIONS = [(640, 360), (1280, 720), (1920, 1080), (3840, 2160)]
 # A 160x120 frame takes about half a second on a 2-core CPU: enough to see the shape of things.
@@ -56,14 +56,7 @@ def resolution(text: str) -> tuple[int, int]:
     return width, height
 
 
-def positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of at least 1")
-    return value
+positive = whole_number(1)
 
 
 def choice(options: tuple[str, ...] | dict[str, object]) -> Callable[[str], str]:

@@ -40,6 +40,7 @@ from derain.stream.options import (
     console,
     engine_from_args,
     guard_accuracy,
+    whole_number,
     write_json,
 )
 from derain.stream.video import add_video_parser
@@ -117,16 +118,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number, 0 or more")
-    return value
-
-
 def parse_shape(text: str) -> tuple[int, int, int, int]:
     """'1x3x720x1280' or '720x1280' (batch 1) -> (N, 3, H, W)."""
     try:
@@ -173,7 +164,7 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="PSNR/SSIM on a paired test set, with the paper's protocol")
     p.add_argument("dataset", type=Path, metavar="DATASET", help="input/+target/, rain/+norain/ or the authors' rainy/ layout")
     p.add_argument("--json", metavar="FILE", help="write the means and per-image figures as JSON")
-    p.add_argument("--limit", type=non_negative, default=0, metavar="N", help="only the first N pairs (default 0: all)")
+    p.add_argument("--limit", type=whole_number(0), default=0, metavar="N", help="only the first N pairs (default 0: all)")
     p.add_argument("--overwrite", action="store_true", help="replace the --json file if it exists")
     add_engine_options(p)
     p.set_defaults(func=cmd_eval, precision="fp32")

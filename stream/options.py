@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -19,6 +20,21 @@ from derain.stream.decode import Source
 from derain.stream.display import Preview, display_available
 
 console = Console(stderr=True, highlight=False, markup=False)  # paths and messages may hold [brackets]
+
+
+def whole_number(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least `minimum`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of at least {minimum}")
+        return value
+
+    return parse
 
 
 def add_weights_option(parser: argparse.ArgumentParser) -> None:

@@ -180,7 +180,7 @@ def test_eval_layouts_and_json(tmp_path: Path, tiny_checkpoint: Path, layout: st
 def test_eval_limit_must_be_a_count(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as exit_:
         main(["eval", str(tmp_path), "--limit", "-5"])
-    assert exit_.value.code == 2 and "--limit: '-5': give a whole number, 0 or more" in capsys.readouterr().err
+    assert exit_.value.code == 2 and "--limit: '-5': expected a whole number of at least 0" in capsys.readouterr().err
 
 
 def test_image_replaces_earlier_outputs_only_with_overwrite(tmp_path: Path, tiny_checkpoint: Path, capsys) -> None:
