@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import random_brn
-from videos import IdentityEngine, ModelEngine, corrupt_jpeg, make_resizing_mjpeg, make_video, video_info
+from videos import IdentityEngine, ModelEngine, corrupt_jpeg, make_resizing_mjpeg, make_video, remux, video_info
 
 from derain.models import save_checkpoint
 from derain.stream.cli import main
@@ -300,15 +300,7 @@ def test_an_input_error_mid_file_keeps_every_frame_before_it(tmp_path: Path) -> 
 def test_start_and_duration_count_from_the_streams_first_timestamp(tmp_path: Path) -> None:
     """MPEG-TS from a camera or broadcast starts at any time, and seeks in it land near, not on, a keyframe."""
     src = make_video(tmp_path / "in.mp4", frames=100, audio="aac", options={"g": "250"})
-    ts = tmp_path / "late.ts"
-    with av.open(str(src)) as inp, av.open(str(ts), "w") as out:
-        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
-        for packet in inp.demux():
-            if packet.dts is None:
-                continue
-            shift = int(600 / packet.time_base)
-            packet.pts, packet.dts, packet.stream = packet.pts + shift, packet.dts + shift, streams[packet.stream.index]
-            out.mux(packet)
+    ts = remux(src, tmp_path / "late.ts", shift=600)
     cases = {(0.0, 1.0): 25, (1.0, None): 75, (2.5, 1.0): 25}
     for (start, duration), frames in cases.items():
         summary, inp, out = derain_file(ts, tmp_path / f"out-{start}.mkv", start=start, duration=duration)
@@ -341,13 +333,7 @@ def test_avi_states_the_frame_rate_not_the_inputs_clock(tmp_path: Path) -> None:
 
 def test_adts_aac_into_avi_is_refused_before_any_work(tmp_path: Path) -> None:
     src = make_video(tmp_path / "in.mp4", frames=10, audio="aac")
-    ts = tmp_path / "in.ts"
-    with av.open(str(src)) as inp, av.open(str(ts), "w") as out:
-        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
-        for packet in inp.demux():
-            if packet.dts is not None:
-                packet.stream = streams[packet.stream.index]
-                out.mux(packet)
+    ts = remux(src, tmp_path / "in.ts")  # AAC in MPEG-TS is ADTS-framed
     with pytest.raises(OutputError, match=r"out\.avi: a \.avi file cannot hold the input's ADTS AAC audio .*write \.mkv or \.mp4"):
         run_video(VideoJob(ts, tmp_path / "out.avi"), IdentityEngine())
     assert not (tmp_path / "out.avi").exists()

@@ -126,6 +126,20 @@ def _write_tone(out: av.container.OutputContainer, stream: av.AudioStream, secon
         out.mux(packet)
 
 
+def remux(src: Path, dst: Path, shift: int = 0) -> Path:
+    """Copy every stream of `src` into `dst` (the container its suffix names), timestamps moved
+    `shift` seconds later."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
+        for packet in inp.demux():
+            if packet.dts is None:
+                continue
+            offset = int(shift / packet.time_base)
+            packet.pts, packet.dts, packet.stream = packet.pts + offset, packet.dts + offset, streams[packet.stream.index]
+            out.mux(packet)
+    return dst
+
+
 def make_resizing_mjpeg(path: Path, frames: int = 20, change_at: int = 13) -> Path:
     """MJPEG in AVI whose pictures grow from 64x48 to 96x64 at frame `change_at`: each packet is
     its own picture, so a real stream can do this halfway."""
