@@ -22,15 +22,9 @@ import numpy as np
 import torch
 
 from derain.models.metrics import psnr
-from derain.stream.color import (
-    ColorSpec,
-    fill_frame,
-    frame_planes,
-    from_rgb,
-    layout_of,
-    to_rgb,
-)
+from derain.stream.color import from_rgb, to_rgb
 from derain.stream.demo import clean_frames
+from derain.stream.pixels import ColorSpec, fill_frame, frame_planes, layout_of
 
 SPEC = ColorSpec.of(layout_of("yuv420p"), 6, 1, 120)
 

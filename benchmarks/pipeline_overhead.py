@@ -30,9 +30,10 @@ import derain.stream.pipeline as pipeline_module
 from derain.benchmarks.end_to_end import make_rainy_clip, transcode
 from derain.benchmarks.harness import measure
 from derain.stream import color
-from derain.stream.color import BT709, RANGE_LIMITED, ColorSpec, from_rgb, layout_of, to_rgb
+from derain.stream.color import from_rgb, to_rgb
 from derain.stream.encode import DEFAULT_CRF, EncodeOptions
 from derain.stream.pipeline import VideoJob, one_thread, run_video
+from derain.stream.pixels import BT709, RANGE_LIMITED, ColorSpec, layout_of
 
 WIDTH, HEIGHT, FPS = 1280, 720, 30
 

@@ -124,7 +124,7 @@ def run_bench(
     engines, notes = resolve_engines(plan.engines, device)
     peaks = measure_peaks(device)
     report: dict[str, object] = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "device": device_info(device),
         "peaks": peaks.to_dict(),
         "model": {"variant": model.variant, "stages": model.stages, "weights": weights,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import math
+import numbers
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,10 +20,13 @@ import av
 import numpy as np
 from av.sidedata.sidedata import Type as SideDataType
 
-from derain.stream.color import ColorSpec, PixelLayout, frame_planes, layout_of, planar_format
 from derain.stream.errors import VideoError
+from derain.stream.pixels import ColorSpec, PixelLayout, frame_planes, layout_of, planar_format
 
 PASSTHROUGH_TYPES = ("audio", "subtitle")
+# Before PyAV 19 a tag in another encoding than UTF-8 failed the whole open under the default
+# "strict"; PyAV 19 reads tags as UTF-8 with surrogateescape (byte exact) and dropped the option.
+OPEN_OPTIONS: dict[str, str] = {"metadata_errors": "replace"} if int(av.__version__.split(".")[0]) < 19 else {}
 
 
 class InputError(VideoError):
@@ -91,7 +95,7 @@ def open_source(path: str | Path, start: float = 0.0, duration: float | None = N
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
     try:
-        container = av.open(str(path), metadata_errors="replace")
+        container = av.open(str(path), **OPEN_OPTIONS)
     except (av.error.InvalidDataError, av.error.FFmpegError) as err:
         raise InputError(f"{path}: cannot be read as a video ({_reason(err)}); is it a complete video file?") from None
     try:
@@ -111,7 +115,7 @@ def open_url(
     read that waits longer, whatever the protocol. Errors are `av.error.FFmpegError` (or an
     OSError such as ConnectionRefusedError) for the caller to retry or report.
     """
-    container = av.open(url, format=format, options=options or {}, timeout=timeout, metadata_errors="replace")
+    container = av.open(url, format=format, options=options or {}, timeout=timeout, **OPEN_OPTIONS)
     try:
         # Slice threading: frame threading holds back one frame per thread, which is latency.
         # No passthrough: audio cannot be kept in step with video over reconnects and drops.
@@ -119,6 +123,12 @@ def open_url(
     except BaseException:
         container.close()
         raise
+
+
+def rational(value: numbers.Rational | None) -> Fraction | None:
+    """A stream's rate as a Fraction, None when unset: PyAV 19 gives `av.AVRational` (0/1 when
+    unset), older releases a Fraction or None."""
+    return Fraction(value) if value else None
 
 
 def _reason(err: Exception) -> str:
@@ -132,7 +142,7 @@ def _open_streams(path: Path | str, container: av.container.InputContainer, star
     video = container.streams.video[0]
     video.thread_type = thread_type  # AUTO: frame threading, several times faster than slice threading on files
     passthrough = [s for s in container.streams if s.type in PASSTHROUGH_TYPES] if passthrough else []
-    time_base = video.time_base
+    time_base = Fraction(video.time_base)
     # --start and --duration count from the stream's first timestamp, which need not be 0 (MPEG-TS).
     origin = video.start_time or 0
     first_pts = origin + int(math.floor(start / time_base))
@@ -140,7 +150,7 @@ def _open_streams(path: Path | str, container: av.container.InputContainer, star
     if start > 0:
         _seek(path, container, video, first_pts, start)
     end_pts = first_pts + int(math.ceil(duration / time_base)) if duration is not None else None
-    rate = video.average_rate or video.guessed_rate
+    rate = rational(video.average_rate) or rational(video.guessed_rate)
     source = Source(
         path=path, container=container, video=video, passthrough=passthrough,
         layout=layout_of("gray"), color=ColorSpec.of(layout_of("gray"), 2, 0, 1),

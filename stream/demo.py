@@ -24,18 +24,12 @@ from skimage import data as samples
 
 from derain.models.metrics import psnr
 from derain.models.synth import RainStyle, RainVideo
-from derain.stream.color import (
-    ColorSpec,
-    fill_frame,
-    frame_planes,
-    from_rgb,
-    layout_of,
-    to_rgb,
-)
+from derain.stream.color import from_rgb, to_rgb
 from derain.stream.encode import EncodeOptions
 from derain.stream.errors import VideoError
 from derain.stream.options import add_engine_options, console, engine_from_args
 from derain.stream.pipeline import VideoJob, run_video, signals_deferred
+from derain.stream.pixels import ColorSpec, fill_frame, frame_planes, layout_of
 from derain.stream.stats import Stats, progress_bar
 from derain.stream.video import report
 

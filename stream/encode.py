@@ -14,9 +14,9 @@ from pathlib import Path
 import av
 import numpy as np
 
-from derain.stream.color import PixelLayout, fill_frame, layout_of
 from derain.stream.decode import Source
 from derain.stream.errors import VideoError
+from derain.stream.pixels import PixelLayout, fill_frame, layout_of
 
 # Codec by output suffix; anything else gets the container's own default.
 CODEC_BY_SUFFIX = {".mp4": "libx264", ".m4v": "libx264", ".mov": "libx264", ".mkv": "libx264",
@@ -25,6 +25,8 @@ CRF_CODECS = {"libx264": "crf", "libx265": "crf", "libvpx-vp9": "crf", "libvpx":
 PRESET_CODECS = {"libx264", "libx265", "libsvtav1"}
 # JPEG is full-range YUV: these encoders refuse studio-swing YUV unless told to break the standard.
 FULL_RANGE_CODECS = {"mjpeg", "ljpeg"}
+# Tags the muxer writes itself; copying the input's would state the input's encoder and length.
+MUXER_TAGS = {"encoder", "duration", "major_brand", "minor_version", "compatible_brands"}
 # x264/x265's default CRF 23 visibly softens the fine texture deraining is meant to reveal.
 DEFAULT_CRF = {"libx264": 18, "libx265": 20}
 
@@ -131,6 +133,7 @@ class Sink:
             self.streams: dict[int, av.stream.Stream] = {}
             if passthrough:
                 self._add_passthrough()
+                self._copy_tags()
         except BaseException:
             self.container.close()
             if isinstance(path, Path):
@@ -221,6 +224,13 @@ class Sink:
                 )
             # Fonts for the subtitles, cover art: written with the header, they need no packets.
             self.container.add_attachment(name, stream.mimetype or "application/octet-stream", bytes(stream.data))
+
+    def _copy_tags(self) -> None:
+        """Title, language, creation time and the rest, as ffmpeg copies them by default."""
+        pairs = [(self.source.container, self.container), (self.source.video, self.video)]
+        pairs += [(stream, self.streams[stream.index]) for stream in self.source.passthrough]
+        for old, new in pairs:
+            new.metadata.update({key: value for key, value in old.metadata.items() if key.lower() not in MUXER_TAGS})
 
     def _shift(self, time_base: Fraction) -> int:
         """How far packets in `time_base` move so that the first wanted frame lands at 0."""

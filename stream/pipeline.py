@@ -27,9 +27,10 @@ import numpy as np
 import torch
 
 from derain.engines import Engine
-from derain.stream.color import ColorSpec, from_rgb, host_codes, to_rgb
+from derain.stream.color import from_rgb, host_codes, to_rgb
 from derain.stream.decode import Frame, InputError, Source, frames, open_source
 from derain.stream.encode import EncodeOptions, OutputError, Sink
+from derain.stream.pixels import ColorSpec
 from derain.stream.stats import Stats, Summary
 
 END = object()

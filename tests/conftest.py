@@ -5,9 +5,6 @@ import signal
 from pathlib import Path
 
 import pytest
-import torch
-
-from derain.models import BRN, save_checkpoint
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 OFFICIAL = SHARED / "weights" / "official"
@@ -38,25 +35,14 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
     monkeypatch.delenv("DERAIN_WEIGHTS_MIRROR", raising=False)
 
 
-def random_brn(variant: str = "brn", stages: int = 4, seed: int = 0) -> BRN:
-    """A BRN with weights large enough that every layer visibly matters."""
-    torch.manual_seed(seed)
-    model = BRN(variant, stages)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.15)
-    return model.eval()
-
-
-def plain_brn(variant: str = "brn", stages: int = 4, seed: int = 0) -> BRN:
-    """A BRN with PyTorch's default initialisation: activations of order one, as in a trained model."""
-    torch.manual_seed(seed)
-    return BRN(variant, stages).eval()
-
-
 @pytest.fixture
 def tiny_checkpoint(tmp_path: Path) -> Path:
     """A one-stage BRN in the project's format: fast enough for CLI tests on a 2-core CPU."""
+    # Imported here, not at the top: the video I/O tests run on an install without torch.
+    from brns import plain_brn
+
+    from derain.models import save_checkpoint
+
     return save_checkpoint(plain_brn(stages=1), tmp_path / "tiny.safetensors", training_data="random")
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import random_brn
+from brns import random_brn
 from torch import nn
 
 from derain.benchmarks.baseline import AuthorsBaseline, AuthorsBRN

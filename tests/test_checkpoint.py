@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import OFFICIAL, needs_official, random_brn
+from brns import random_brn
+from conftest import OFFICIAL, needs_official
 from safetensors.torch import save_file
 
 from derain.models import CheckpointError, load_checkpoint, save_checkpoint

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from derain.stream import color
-from derain.stream.color import BT601, BT709, RANGE_FULL, RANGE_LIMITED, ColorSpec, from_rgb, layout_of, to_rgb
+from derain.stream.color import from_rgb, to_rgb
+from derain.stream.pixels import BT601, BT709, RANGE_FULL, RANGE_LIMITED, ColorSpec, layout_of
 
 CASES = [
     ("yuv420p", BT709, RANGE_LIMITED, 36, 64),

@@ -10,7 +10,8 @@ from pathlib import Path
 import onnxruntime as ort
 import pytest
 import torch
-from conftest import OFFICIAL, RAIN100L, needs_official, needs_rain100l, plain_brn, random_brn
+from brns import plain_brn, random_brn
+from conftest import OFFICIAL, RAIN100L, needs_official, needs_rain100l
 
 from derain.engines import (
     EngineCache,

@@ -76,7 +76,7 @@ def test_unreadable_image_fails_alone(tmp_path: Path, tiny_checkpoint: Path, cap
 
 
 def test_an_image_too_large_for_the_device_fails_alone(tmp_path: Path) -> None:
-    from videos import IdentityEngine
+    from stand_ins import IdentityEngine
 
     from derain.stream.images import plan_jobs, run_jobs
 

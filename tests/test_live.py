@@ -26,7 +26,8 @@ from pathlib import Path
 
 import av
 import pytest
-from videos import IdentityEngine, corrupt_jpeg, make_resizing_mjpeg, make_video
+from stand_ins import IdentityEngine
+from videos import corrupt_jpeg, make_resizing_mjpeg, make_video
 
 from derain.stream import live_pipeline
 from derain.stream.decode import InputError
@@ -99,6 +100,8 @@ class RtspServer:
 
 @pytest.fixture
 def server() -> Iterator[RtspServer]:
+    if GST_MISSING is not None:
+        pytest.skip(GST_MISSING)  # here too, so a test cannot forget the mark and error instead
     rtsp = RtspServer(free_port())
     rtsp.start()
     try:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import OFFICIAL, needs_official, random_brn
+from brns import random_brn
+from conftest import OFFICIAL, needs_official
 
 from derain.models.brn import (
     BRN,

@@ -16,15 +16,17 @@ import av
 import numpy as np
 import pytest
 import torch
-from conftest import random_brn
-from videos import IdentityEngine, ModelEngine, corrupt_jpeg, make_resizing_mjpeg, make_video, remux, video_info
+from brns import random_brn
+from stand_ins import IdentityEngine, ModelEngine
+from videos import corrupt_jpeg, make_resizing_mjpeg, make_video, remux, video_info
 
 from derain.models import save_checkpoint
 from derain.stream.cli import main
-from derain.stream.color import ColorSpec, from_rgb, layout_of, to_rgb
+from derain.stream.color import from_rgb, to_rgb
 from derain.stream.decode import InputError
 from derain.stream.encode import EncodeOptions, OutputError
 from derain.stream.pipeline import VideoJob, run_video
+from derain.stream.pixels import ColorSpec, layout_of
 
 LOSSLESS = EncodeOptions(crf=0)
 

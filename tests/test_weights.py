@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import OFFICIAL, needs_official, random_brn
+from brns import random_brn
+from conftest import OFFICIAL, needs_official
 
 from derain.models import CheckpointError, load_model, resolve_weights
 from derain.models.brn import PretrainedCfg, pretrained_cfgs, to_authors_state_dict

@@ -1,4 +1,6 @@
-"""Small real videos written with PyAV, and readers that decode them back for the checks."""
+"""Small real videos written with PyAV, and readers that decode them back for the checks.
+
+No torch here: the video I/O tests (test_io.py) use these on an install without it."""
 
 from __future__ import annotations
 
@@ -7,39 +9,6 @@ from pathlib import Path
 
 import av
 import numpy as np
-import torch
-
-
-class IdentityEngine:
-    """A stand-in engine: returns its input, clamped as a real engine's output is."""
-
-    backend = "identity"
-    precision = "fp32"
-    device = torch.device("cpu")
-    dtype = torch.float32
-    build_seconds = 0.0
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def run(self, batch: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        return batch.clamp(0, 1)
-
-
-class ModelEngine(IdentityEngine):
-    """A stand-in engine that runs a real (small) model on the CPU."""
-
-    backend = "test-model"
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    @torch.inference_mode()
-    def run(self, batch: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        return self.model(batch)[0].clamp(0, 1)
 
 
 def picture(width: int, height: int, k: int, seed: int = 0) -> np.ndarray:
@@ -183,7 +152,7 @@ def video_info(path: Path) -> dict:
 
 
 def _planes(frame: av.VideoFrame) -> list[np.ndarray]:
-    from derain.stream.color import frame_planes, layout_of
+    from derain.stream.pixels import frame_planes, layout_of
 
     return frame_planes(frame, layout_of(frame.format.name))
 
