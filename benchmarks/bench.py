@@ -15,6 +15,7 @@ from derain.benchmarks.end_to_end import video_size
 from derain.benchmarks.runner import Plan, run_bench
 from derain.engines import BACKENDS, PRECISIONS, select_device
 from derain.models.brn import BRN, VARIANTS
+from derain.models.errors import InputError
 from derain.models.hub import load_model
 from derain.stream.options import check_json_option, console, whole_number, write_json
 
@@ -31,7 +32,7 @@ DEFAULTS = {  # (GPU, CPU)
 PIPED_WIDTH = 140
 
 
-class BenchError(ValueError):
+class BenchError(InputError):
     """A bench option that cannot be honoured, with what to do instead."""
 
 

@@ -8,11 +8,9 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from derain.models.errors import EngineError
+
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-class EngineError(RuntimeError):
-    """An engine that cannot be built here, with what to do instead."""
 
 
 class Engine(Protocol):

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from derain.models.errors import WeightsError
+
 FEATURES = 32
 RAIN_BLOCKS = 3
 IMAGE_BLOCKS = 5
@@ -172,7 +174,7 @@ def _author_names(branch: str, blocks: int) -> dict[str, str]:
     return names
 
 
-class CheckpointError(ValueError):
+class CheckpointError(WeightsError):
     """A file that is not a BRN-family checkpoint, with a message that says why."""
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from derain.models.errors import InputError
 from derain.models.files import atomic_path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -16,7 +17,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 PAIRED_LAYOUTS = (("input", "target"), ("rain", "norain"), ("rainy", "gt"), ("data", "gt"))
 
 
-class ImageError(ValueError):
+class ImageError(InputError):
     """An image that cannot be read or written, with the file named."""
 
 

@@ -19,6 +19,7 @@ import platformdirs
 
 from derain.models.brn import BRN, CheckpointError, PretrainedCfg, pretrained_cfgs
 from derain.models.checkpoint import load_checkpoint
+from derain.models.errors import WeightsError
 from derain.models.files import atomic_path
 
 BUILTIN_NAME = "builtin"
@@ -27,7 +28,7 @@ CACHE_ENV = "DERAIN_CACHE"
 MIRROR_ENV = "DERAIN_WEIGHTS_MIRROR"
 
 
-class FetchError(RuntimeError):
+class FetchError(WeightsError):
     """A download that failed or did not match its hash; nothing was cached."""
 
 

@@ -35,6 +35,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from derain.models.errors import DerainError
+
 LONGEST_SIDE = 512
 MIRROR = "http://deb.debian.org/debian"
 
@@ -165,7 +167,7 @@ DEBIAN = (
 )
 
 
-class PhotoError(RuntimeError):
+class PhotoError(DerainError):
     """A source that cannot be fetched or does not match what the weights were trained on."""
 
 

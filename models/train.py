@@ -46,6 +46,7 @@ from derain.engines.base import EngineError, select_device
 from derain.models.brn import BRN
 from derain.models.checkpoint import load_checkpoint, save_checkpoint
 from derain.models.data import find_pairs, list_images, read_image
+from derain.models.errors import DerainError
 from derain.models.files import atomic_path
 from derain.models.hub import load_model
 from derain.models.metrics import psnr_y, ssim, ssim_y, to_uint8_truncated
@@ -74,7 +75,7 @@ DATA_RECIPE = 4
 AMP_MODES = ("auto", "on", "off")
 
 
-class TrainError(RuntimeError):
+class TrainError(DerainError):
     """A training run that cannot start or continue, with what to do about it."""
 
 

@@ -12,25 +12,24 @@ import torch
 from rich.table import Table
 
 from derain.benchmarks.bench import add_bench_parser
-from derain.engines import PRECISIONS, EngineError, export_onnx, select_device, select_precision
+from derain.engines import PRECISIONS, export_onnx, select_device, select_precision
 from derain.engines.onnx import INPUT_NAME, OPSET, OUTPUT_NAME
 from derain.engines.tensorrt import serialize_engine
-from derain.models.brn import CheckpointError, pretrained_cfgs
+from derain.models.brn import pretrained_cfgs
 from derain.models.data import IMAGE_SUFFIXES, ImageError, find_pairs, read_image
+from derain.models.errors import DerainError
 from derain.models.evaluate import ImageScore, evaluate
 from derain.models.hub import (
     BUILTIN_NAME,
     BUILTIN_PATH,
-    FetchError,
     cache_dir,
     cached_path,
     fetch,
     is_cached,
     load_model,
 )
-from derain.models.train import TrainError, add_train_parser
+from derain.models.train import add_train_parser
 from derain.stream.demo import add_demo_parser
-from derain.stream.errors import VideoError
 from derain.stream.images import ImageJob, plan_jobs, run_jobs
 from derain.stream.live import add_live_parser
 from derain.stream.options import (
@@ -47,7 +46,7 @@ from derain.stream.video import add_video_parser
 
 # Errors whose message is already one line that says what to do.
 USER_ERRORS = (
-    CheckpointError, EngineError, FetchError, ImageError, TrainError, VideoError, FileNotFoundError, FileExistsError,
+    DerainError, FileNotFoundError, FileExistsError,
     NotADirectoryError, IsADirectoryError, PermissionError,
 )
 

@@ -20,17 +20,13 @@ import av
 import numpy as np
 from av.sidedata.sidedata import Type as SideDataType
 
-from derain.stream.errors import VideoError
+from derain.models.errors import InputError
 from derain.stream.pixels import ColorSpec, PixelLayout, frame_planes, layout_of, planar_format
 
 PASSTHROUGH_TYPES = ("audio", "subtitle")
 # Before PyAV 19 a tag in another encoding than UTF-8 failed the whole open under the default
 # "strict"; PyAV 19 reads tags as UTF-8 with surrogateescape (byte exact) and dropped the option.
 OPEN_OPTIONS: dict[str, str] = {"metadata_errors": "replace"} if int(av.__version__.split(".")[0]) < 19 else {}
-
-
-class InputError(VideoError):
-    """An input that cannot be derained, with what to do instead."""
 
 
 @dataclass

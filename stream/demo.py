@@ -22,11 +22,11 @@ import torch
 from rich.text import Text
 from skimage import data as samples
 
+from derain.models.errors import InputError
 from derain.models.metrics import psnr
 from derain.models.synth import RainStyle, RainVideo
 from derain.stream.color import from_rgb, to_rgb
 from derain.stream.encode import EncodeOptions
-from derain.stream.errors import VideoError
 from derain.stream.options import add_engine_options, console, engine_from_args
 from derain.stream.pipeline import VideoJob, run_video, signals_deferred
 from derain.stream.pixels import ColorSpec, fill_frame, frame_planes, layout_of
@@ -112,7 +112,7 @@ def side_by_side(path: Path, left: list[list[np.ndarray]], right: list[list[np.n
 
 def cmd_demo(args: argparse.Namespace) -> int:
     if args.batch < 1:
-        raise VideoError(f"--batch {args.batch}: must be at least 1")
+        raise InputError(f"--batch {args.batch}: must be at least 1")
     _, engine = engine_from_args(args)  # first: missing weights should stop the demo before any work
     outdir = Path(args.output)
     outdir.mkdir(parents=True, exist_ok=True)

@@ -14,8 +14,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from derain.models.errors import OutputError
 from derain.stream.decode import Source
-from derain.stream.errors import VideoError
 from derain.stream.pixels import PixelLayout, fill_frame, layout_of
 
 # Codec by output suffix; anything else gets the container's own default.
@@ -29,10 +29,6 @@ FULL_RANGE_CODECS = {"mjpeg", "ljpeg"}
 MUXER_TAGS = {"encoder", "duration", "major_brand", "minor_version", "compatible_brands"}
 # x264/x265's default CRF 23 visibly softens the fine texture deraining is meant to reveal.
 DEFAULT_CRF = {"libx264": 18, "libx265": 20}
-
-
-class OutputError(VideoError):
-    """An output that cannot be written as asked, with what to do instead."""
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,9 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from derain.models.errors import InputError
 from derain.stream.decode import Source
 from derain.stream.encode import CODEC_BY_SUFFIX, EncodeOptions
-from derain.stream.errors import VideoError
 from derain.stream.live_pipeline import DROP_POLICIES, LiveJob, LiveStats, LiveSummary, json_lines, run_live
 from derain.stream.options import add_engine_options, console, engine_from_args, guard_first_frame, open_preview
 from derain.stream.pipeline import Terminated
@@ -68,7 +68,7 @@ def _input_options(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise VideoError(f"--option {pair!r}: give KEY=VALUE, e.g. --option video_size=1280x720")
+            raise InputError(f"--option {pair!r}: give KEY=VALUE, e.g. --option video_size=1280x720")
         options[key] = value
     return options
 

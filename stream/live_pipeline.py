@@ -31,9 +31,9 @@ import av
 import numpy as np
 
 from derain.engines import Engine
-from derain.stream.decode import Frame, InputError, Source, frames
+from derain.models.errors import InputError
+from derain.stream.decode import Frame, Source, frames
 from derain.stream.encode import EncodeOptions, Sink
-from derain.stream.errors import VideoError
 from derain.stream.pipeline import END, MIDFILE_ERRORS, InferenceStage, Result, Terminated, Worker, get, put, signals_deferred
 from derain.stream.sources import Backoff, LiveSource, SourceUnavailable, describe, open_live
 from derain.stream.stats import Stats, periodic
@@ -45,7 +45,7 @@ STABLE_SECONDS = 10.0  # up this long after a reconnect, a source has its --reco
 DROP_POLICIES = ("oldest", "every-nth")
 
 
-class LiveError(VideoError):
+class LiveError(InputError):
     """A live source or sink that cannot be used, or a source that did not come back."""
 
 
@@ -594,7 +594,7 @@ class _Live:
             with signals_deferred():
                 self._finish(reader, writer)
         if self.failure is not None:
-            if not isinstance(self.failure, (VideoError, *MIDFILE_ERRORS)):
+            if not isinstance(self.failure, MIDFILE_ERRORS):
                 raise self.failure
             summary.stopped_by = "error"
             summary.error = str(self.failure).splitlines()[0]

@@ -27,9 +27,10 @@ import numpy as np
 import torch
 
 from derain.engines import Engine
+from derain.models.errors import DerainError, OutputError
 from derain.stream.color import from_rgb, host_codes, to_rgb
-from derain.stream.decode import Frame, InputError, Source, frames, open_source
-from derain.stream.encode import EncodeOptions, OutputError, Sink
+from derain.stream.decode import Frame, Source, frames, open_source
+from derain.stream.encode import EncodeOptions, Sink
 from derain.stream.pixels import ColorSpec
 from derain.stream.stats import Stats, Summary
 
@@ -285,7 +286,7 @@ def check_paths(job: VideoJob) -> None:
 
 
 # Errors in the middle of a file that end the job with a message rather than a traceback.
-MIDFILE_ERRORS = (InputError, OutputError, av.error.FFmpegError, RuntimeError, OSError, ValueError)
+MIDFILE_ERRORS = (DerainError, av.error.FFmpegError, RuntimeError, OSError, ValueError)
 
 
 def run_video(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
-from derain.stream.errors import VideoError
+from derain.models.errors import InputError
 
 # AVColorSpace value -> (Kr, Kb)
 MATRICES: dict[int, tuple[float, float]] = {
@@ -37,7 +37,7 @@ UNPACK = {
 }
 
 
-class ColorError(VideoError):
+class ColorError(InputError):
     """A pixel format the pipeline cannot carry."""
 
 

@@ -14,9 +14,9 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from derain.models.errors import InputError
 from derain.stream.decode import Source
 from derain.stream.encode import EncodeOptions, Sink
-from derain.stream.errors import VideoError
 from derain.stream.options import (
     add_engine_options,
     check_json_option,
@@ -100,7 +100,7 @@ def report(summary: Summary) -> int:
 
 def cmd_video(args: argparse.Namespace) -> int:
     if args.start < 0 or (args.duration is not None and args.duration <= 0):
-        raise VideoError(f"--start {args.start} / --duration {args.duration}: need --start >= 0 and --duration > 0")
+        raise InputError(f"--start {args.start} / --duration {args.duration}: need --start >= 0 and --duration > 0")
     job = VideoJob(
         input=args.input, output=args.output, batch=args.batch, start=args.start, duration=args.duration,
         compare=args.compare, encode=EncodeOptions(args.codec, args.crf, args.bitrate, args.preset),
