@@ -3,14 +3,11 @@
     reader thread  (owns the input container: opens, reads, reconnects, closes it)
       -> FrameBuffer (newest frames; the oldest go when it is full)
       -> inference   (the calling thread, so Ctrl-C reaches it: InferenceStage, batch 1)
-      -> output thread (owns the sinks while it runs: recording, re-stream, preview)
+      -> output thread (writes the sinks: recording, re-stream, preview)
 
-Latency is bounded by dropping, never by queueing: a frame that would be output later than
---max-latency after it arrived is dropped while a newer one waits, and the `every-nth` policy
-thins the input to the rate the engine keeps up with. Output timestamps are on one clock for
-the whole job (90 kHz ticks since it started): each connection's own pts are anchored to
-the time its first frame arrived, so a recording or re-stream goes on across a reconnect
-with monotonic timestamps and the gap where it really was.
+Which frames are derained and when they are dropped is schedule.py's policy; the threads,
+the stop and the finalising are runtime.py's. Every frame in is at any moment out, dropped,
+or in flight (in the buffer, the engine or the output queue), and the counts say so.
 """
 
 from __future__ import annotations
@@ -24,7 +21,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -32,17 +28,19 @@ import numpy as np
 
 from derain.engines import Engine
 from derain.models.errors import InputError
-from derain.stream.decode import Frame, Source, frames
+from derain.stream.decode import Source, frames
 from derain.stream.encode import EncodeOptions, Sink
-from derain.stream.pipeline import END, MIDFILE_ERRORS, InferenceStage, Result, Terminated, Worker, get, put, signals_deferred
+from derain.stream.pipeline import InferenceStage, Result
+from derain.stream.runtime import MIDFILE_ERRORS, Outcome, Runtime, SharedSink, get, join, message, put
+from derain.stream.schedule import TIME_BASE, FrameBuffer, LiveFrame, Pace, Thinning, Timeline
 from derain.stream.sources import Backoff, LiveSource, SourceUnavailable, describe, open_live
 from derain.stream.stats import Stats, periodic
 
-TIME_BASE = Fraction(1, 90_000)  # MPEG-TS and RTP's clock; MP4 and Matroska take it as well
-RESYNC_S = 1.0  # a source clock further than this from arrival time is re-anchored
 LATENCY_BINS = 10_000  # 1 ms bins; the last holds everything slower
 STABLE_SECONDS = 10.0  # up this long after a reconnect, a source has its --reconnect-max tries back
 DROP_POLICIES = ("oldest", "every-nth")
+__all__ = ["DROP_POLICIES", "TIME_BASE", "FrameBuffer", "LiveError", "LiveFrame", "LiveJob", "LiveStats", "LiveSummary",
+           "Thinning", "Timeline", "json_lines", "restream_target", "run_live"]
 
 
 class LiveError(InputError):
@@ -66,17 +64,18 @@ class LiveJob:
     backoff_first: float = 0.5
 
 
-@dataclass
-class LiveFrame(Frame):
-    arrival: float = 0.0  # time.perf_counter() when the decoder handed the frame over
-
-
 class LiveStats(Stats):
-    """Stats plus what a live job reports: drops, reconnects, state and latency percentiles."""
+    """Stats plus what a live job reports: drops, reconnects, state and latency percentiles.
+
+    The reader, inference and output threads all change these counts: they do it through
+    `count`, under the lock, and `snapshot` reads them under it, so that every snapshot adds up
+    (frames in = out + dropped + in flight) and no update is lost between threads.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.dropped = 0
+        self.in_flight = 0  # taken in, neither out nor dropped yet (at the end: abandoned by the stop)
         self.corrupt_packets = 0  # skipped by the decoder, as ffmpeg skips them
         self.reconnects = 0
         self.state = "connecting"
@@ -90,13 +89,29 @@ class LiveStats(Stats):
         self._changes.append(callback)
 
     def set_state(self, state: str, detail: str = "") -> None:
-        self.state, self.detail = state, detail
+        with self._lock:
+            self.state, self.detail = state, detail
+        self._changed(state, detail)
+
+    def note(self, detail: str) -> None:
+        """A new detail for the current state (a warning), leaving the state as it is."""
+        with self._lock:
+            self.detail = detail
+            state = self.state
+        self._changed(state, detail)
+
+    def _changed(self, state: str, detail: str) -> None:
         for callback in self._changes:
             callback(state, detail)
 
-    def drop(self, count: int = 1) -> None:
+    def count(self, **deltas: int) -> None:
+        """Change counts together, e.g. count(written=1, in_flight=-1) as a frame comes out."""
         with self._lock:
-            self.dropped += count
+            for name, delta in deltas.items():
+                setattr(self, name, getattr(self, name) + delta)
+
+    def drop(self, count: int = 1) -> None:
+        self.count(dropped=count)
 
     def latency(self, seconds: float) -> None:
         ms = seconds * 1000
@@ -124,23 +139,26 @@ class LiveStats(Stats):
         which would count the model loading and any reconnect gap)."""
         now = time.perf_counter()
         with self._lock:
-            self._counts.append((now, self.decoded, self.written))
+            decoded, written = self.decoded, self.written
+            self._counts.append((now, decoded, written))
             while len(self._counts) > 2 and now - self._counts[1][0] >= window:
                 self._counts.popleft()
-            then, decoded, written = self._counts[0]
+            then, decoded_then, written_then = self._counts[0]
         span = now - then
-        return ((self.decoded - decoded) / span, (self.written - written) / span) if span > 0 else (0.0, 0.0)
+        return ((decoded - decoded_then) / span, (written - written_then) / span) if span > 0 else (0.0, 0.0)
 
     def snapshot(self, recent: bool = True) -> dict:
         """The `--json` line: counts since the start; rates and latency over the last few seconds
         (`recent`), or latency over the whole job."""
         latency = self.percentiles(recent)
-        fps_in, fps_out = self.rates() if recent else (self.decoded / self.elapsed, self.written / self.elapsed)
+        elapsed = self.elapsed
+        with self._lock:
+            counts = {"state": self.state, "frames_in": self.decoded, "frames_out": self.written, "dropped": self.dropped,
+                      "in_flight": self.in_flight, "corrupt_packets": self.corrupt_packets, "reconnects": self.reconnects}
+        fps_in, fps_out = self.rates() if recent else (counts["frames_in"] / elapsed, counts["frames_out"] / elapsed)
         return {
-            "time": round(time.time(), 3), "seconds": round(self.elapsed, 3), "state": self.state,
-            "frames_in": self.decoded, "frames_out": self.written, "dropped": self.dropped,
-            "corrupt_packets": self.corrupt_packets,
-            "reconnects": self.reconnects, "fps_in": round(fps_in, 2), "fps_out": round(fps_out, 2),
+            "time": round(time.time(), 3), "seconds": round(elapsed, 3), **counts,
+            "fps_in": round(fps_in, 2), "fps_out": round(fps_out, 2),
             **{f"latency_ms_{k}": v for k, v in latency.items()},
         }
 
@@ -156,80 +174,12 @@ class LiveSummary:
     stopped_by: str = "end of stream"  # or SIGINT, SIGTERM, error
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
+    recording_written: bool = False  # `output` exists and holds at least one frame
 
     def to_dict(self) -> dict:
         return {"final": True, "source": self.source, "output": self.output, "restream": self.restream,
-                **self.stats, "stopped_by": self.stopped_by, "error": self.error, "warnings": self.warnings}
-
-
-class FrameBuffer:
-    """The reader's frames waiting for inference, oldest first. When it is full a new frame
-    pushes out the oldest (and counts it as dropped): the reader never waits on inference."""
-
-    def __init__(self, size: int, stats: LiveStats) -> None:
-        self._frames: collections.deque[LiveFrame] = collections.deque()
-        self.size, self.stats = size, stats
-        self._ready = threading.Condition()
-        self._closed = False
-
-    def put(self, frame: LiveFrame) -> None:
-        with self._ready:
-            if len(self._frames) >= self.size:
-                self._frames.popleft()
-                self.stats.drop()
-            self._frames.append(frame)
-            self._ready.notify()
-
-    def close(self) -> None:
-        with self._ready:
-            self._closed = True
-            self._ready.notify()
-
-    def get(self, timeout: float) -> tuple[LiveFrame | None, bool, bool]:
-        """(the oldest frame or None, whether a newer one waits, whether all frames are taken)."""
-        with self._ready:
-            if not self._frames and not self._closed:
-                self._ready.wait(timeout)
-            frame = self._frames.popleft() if self._frames else None
-            return frame, bool(self._frames), frame is None and self._closed
-
-
-class Timeline:
-    """Maps each connection's pts (seconds) onto the job's clock (TIME_BASE ticks from `t0`)."""
-
-    def __init__(self, t0: float) -> None:
-        self.t0 = t0
-        self.anchor: float | None = None  # job seconds at which this connection's pts 0 falls
-        self.last = -1
-
-    def restart(self) -> None:
-        self.anchor = None
-
-    def pts(self, seconds: float, arrival: float) -> int:
-        now = arrival - self.t0
-        if self.anchor is None or abs(self.anchor + seconds - now) > RESYNC_S:
-            self.anchor = now - seconds
-        tick = max(self.last + 1, round((self.anchor + seconds) / TIME_BASE))
-        self.last = tick
-        return tick
-
-
-class Thinning:
-    """The every-nth policy: keep one frame in n, n following how far the engine falls behind."""
-
-    def __init__(self) -> None:
-        self.interval = 0.0  # seconds between arrivals (moving average)
-        self.busy = 0.0  # seconds of inference and output per frame (moving average)
-        self._last: float | None = None
-        self._count = 0
-
-    def keep(self, arrival: float) -> bool:
-        if self._last is not None:
-            self.interval = 0.9 * self.interval + 0.1 * (arrival - self._last) if self.interval else arrival - self._last
-        self._last = arrival
-        n = max(1, math.ceil(self.busy / self.interval)) if self.interval > 0 else 1
-        self._count += 1
-        return (self._count - 1) % n == 0
+                "recording_written": self.recording_written, **self.stats, "stopped_by": self.stopped_by,
+                "error": self.error, "warnings": self.warnings}
 
 
 def restream_target(url: str, timeout: float) -> tuple[str, str, dict[str, str]]:
@@ -376,24 +326,32 @@ class _Live:
     def __init__(self, job: LiveJob, engine: Engine, stats: LiveStats, source: Source, recording: Sink | None,
                  restream: Sink | None, preview: Callable[[np.ndarray], None] | None) -> None:
         self.job, self.engine, self.stats, self.first, self.preview = job, engine, stats, source, preview
-        self.recording, self.restream = recording, restream
-        self.stop = threading.Event()
-        self.failure: BaseException | None = None
+        self.recording = SharedSink(recording) if recording is not None else None
+        self.restream = SharedSink(restream) if restream is not None else None
+        self.runtime = Runtime()
+        self.stop = self.runtime.stop
         rate = float(source.rate or 25)
         # Room for the frames of half the latency budget: absorbs network bursts without adding delay.
-        self.buffer = FrameBuffer(max(2, min(64, math.ceil(rate * job.max_latency / 2))), stats)
+        self.buffer = FrameBuffer(max(2, min(64, math.ceil(rate * job.max_latency / 2))), self._pushed_out)
         self.results: queue.Queue = queue.Queue(maxsize=2)
         self.arrivals: dict[int, float] = {}
         self.timeline = Timeline(stats.started)
         self.thinning = Thinning() if job.drop_policy == "every-nth" else None
-        out_color = (recording or restream).color if (recording or restream) else source.color
+        self.pace = Pace(job.max_latency, self.thinning)
+        sink = recording or restream
+        out_color = sink.color if sink is not None else source.color
         # One batch in flight: a live frame must leave as soon as it is derained, not when the
         # next one arrives to push it out of the second slot.
         self.stage = InferenceStage(engine, source, out_color, 1, job.compare, preview is not None, stats, depth=1)
         self.warnings: list[str] = []
+        self._warnings_lock = threading.Lock()
         self.end_reason: str | None = None  # set by the reader when the source is gone for good
         self.read_failure: Exception | None = None  # a played file that broke: reported once its frames are out
-        self.output_busy = 0.0  # seconds the output thread spends on a frame (moving average)
+        self.reader = self.runtime.worker("derain-live-read", self.read)
+        self.writer = self.runtime.worker("derain-live-output", self.output)
+
+    def _pushed_out(self) -> None:
+        self.stats.count(dropped=1, in_flight=-1)
 
     # -- reader thread -------------------------------------------------------------------
     def read(self) -> None:
@@ -446,10 +404,10 @@ class _Live:
                     if self.stop.wait(max(0.0, paced_from[0] + seconds - paced_from[1] - time.perf_counter())):
                         break
                 arrival = time.perf_counter()
-                self.stats.decoded += 1
                 if self.thinning is not None and not self.thinning.keep(arrival):
-                    self.stats.drop()
+                    self.stats.count(decoded=1, dropped=1)
                     continue
+                self.stats.count(decoded=1, in_flight=1)
                 pts = self.timeline.pts(seconds, arrival)
                 self.buffer.put(LiveFrame(frame.planes, pts, frame.index, arrival))
                 if self.stop.is_set():
@@ -459,7 +417,7 @@ class _Live:
         except (av.error.FFmpegError, OSError) as err:
             failed = describe(err)
         finally:
-            self.stats.corrupt_packets += source.corrupt_packets
+            self.stats.count(corrupt_packets=source.corrupt_packets)
             source.close()  # only this thread ever touches the input container
         return failed
 
@@ -483,7 +441,7 @@ class _Live:
                     f"{self.job.source.text}: came back as {source.width}x{source.height} {source.layout.format}, "
                     f"it was {self.first.width}x{self.first.height} {self.first.layout.format}; the sinks cannot change size"
                 )
-            self.stats.reconnects += 1
+            self.stats.count(reconnects=1)
             return source, tries
         raise LiveError(f"{self.job.source.text}: gave up after {self.job.reconnect_max} reconnect tries (--reconnect-max); last: {reason}")
 
@@ -495,9 +453,7 @@ class _Live:
             self.stage.settle()
 
     def _infer(self) -> None:
-        busy = 0.0  # seconds from taking a frame to its output (moving average)
         warned = False
-        first = True
         while not self.stop.is_set():
             frame, newer, done = self.buffer.get(0.1)
             if done:
@@ -505,23 +461,17 @@ class _Live:
             if frame is None:
                 continue
             now = time.perf_counter()
-            if newer and now - frame.arrival + busy > self.job.max_latency:
-                self.stats.drop()  # it would come out too late, and a newer frame waits
+            if self.pace.late(frame.arrival, now, newer):
+                self.stats.count(dropped=1, in_flight=-1)  # it would come out too late, and a newer frame waits
                 continue
-            if busy > self.job.max_latency and not warned:
+            if self.pace.over_budget() and not warned:
                 warned = True
-                self._warn(f"the engine takes {1000 * busy:.0f} ms a frame, over --max-latency {1000 * self.job.max_latency:.0f} ms")
+                self._warn(f"the engine takes {1000 * self.pace.busy:.0f} ms a frame, over --max-latency {1000 * self.job.max_latency:.0f} ms")
             self.arrivals[frame.pts] = frame.arrival
             for result in self.stage.submit([frame]):
                 if not put(self.results, result, self.stop):
                     return
-            spent = time.perf_counter() - now + self.output_busy
-            if first:
-                first = False  # the first call warms the engine up (allocations, autotuning): not its pace
-                continue
-            busy = 0.8 * busy + 0.2 * spent if busy else spent
-            if self.thinning is not None:
-                self.thinning.busy = busy
+            self.pace.inferred(time.perf_counter() - now)
         for result in self.stage.drain():
             put(self.results, result, self.stop)
 
@@ -529,12 +479,11 @@ class _Live:
     def output(self) -> None:
         while True:
             item = get(self.results, self.stop)
-            if item is END:
+            if not isinstance(item, Result):
                 return
             start = time.perf_counter()
             self._write(item)
-            spent = (time.perf_counter() - start) / max(1, len(item.pts))
-            self.output_busy = 0.8 * self.output_busy + 0.2 * spent if self.output_busy else spent
+            self.pace.wrote((time.perf_counter() - start) / max(1, len(item.pts)))
 
     def _write(self, result: Result) -> None:
         for i, (pts, planes) in enumerate(zip(result.pts, result.planes)):
@@ -549,82 +498,80 @@ class _Live:
                     self._warn(f"--restream {self.restream.path}: {describe(err)}; re-streaming stopped")
                     with contextlib.suppress(av.error.FFmpegError, OSError):
                         self.restream.close()
-                    self.restream = None
             if self.preview is not None and result.preview is not None:
                 self.preview(result.preview[i])
             arrival = self.arrivals.pop(pts, None)
             if arrival is not None:
                 self.stats.latency(time.perf_counter() - arrival)
-            self.stats.written += 1
+            self.stats.count(written=1, in_flight=-1)
 
-    def _warn(self, message: str) -> None:
-        self.warnings.append(message)
-        self.stats.set_state(self.stats.state, message)
+    def _warn(self, text: str) -> None:
+        with self._warnings_lock:
+            self.warnings.append(text)
+        self.stats.note(text)
 
     # -- the whole run -------------------------------------------------------------------------
     def run(self, on_start: Callable[[Source], contextlib.AbstractContextManager] | None) -> LiveSummary:
         job = self.job
         summary = LiveSummary(job.source.text, str(job.output) if job.output else None, job.restream, {})
-        reader = Worker("derain-live-read", self.read, self.stop)
-        writer = Worker("derain-live-output", self.output, self.stop)
-        started = False  # past on_start (the engine's build and accuracy guard): frames flow
-        try:
-            with on_start(self.first) if on_start else contextlib.nullcontext():
-                started = True
-                if job.source.kind == "file":
-                    # A played file waits for its reader, so the first call's cost is best paid
-                    # before pacing starts; a network source keeps sending meanwhile, and would
-                    # arrive as a burst whose timestamps run ahead of the clock.
-                    self.stage.warm_up(self.first.first_planes())
-                reader.start()
-                writer.start()
-                self.infer()
-                put(self.results, END, self.stop)
-                while writer.is_alive():
-                    writer.join(0.1)
-        except KeyboardInterrupt:
-            summary.stopped_by = "SIGINT"
-        except Terminated:
-            summary.stopped_by = "SIGTERM"
-        except Exception as err:
-            if not started:
-                raise  # a refusal before the first frame is the caller's one-line error
-            self.failure = err  # the engine failing mid-stream: finalised, then reported
-        finally:
-            with signals_deferred():
-                self._finish(reader, writer)
-        if self.failure is not None:
-            if not isinstance(self.failure, MIDFILE_ERRORS):
-                raise self.failure
+        context = on_start(self.first) if on_start else contextlib.nullcontext()
+        outcome = self.runtime.run(context, self._main, self._finish, second_sigint_forces=True)
+        failure = outcome.failure
+        if failure is not None:
+            if not outcome.started or not isinstance(failure, MIDFILE_ERRORS):
+                raise failure  # before the first frame: the caller's one-line error
             summary.stopped_by = "error"
-            summary.error = str(self.failure).splitlines()[0]
-        elif summary.stopped_by == "end of stream" and self.end_reason:
+            summary.error = message(failure)
+        elif outcome.signal is not None:
+            summary.stopped_by = outcome.signal
+        elif self.end_reason:
             summary.stopped_by = self.end_reason
         summary.stats = self.stats.snapshot(recent=False)
         summary.warnings = self.warnings
+        summary.recording_written = job.output is not None and self.recording is not None and self.recording.frames > 0 and job.output.exists()
         return summary
 
-    def _finish(self, reader: Worker, writer: Worker) -> None:
-        """Stop the threads and finalise both sinks, whatever ended the job."""
+    def _main(self) -> None:
+        if self.job.source.kind == "file":
+            # A played file waits for its reader, so the first call's cost is best paid
+            # before pacing starts; a network source keeps sending meanwhile, and would
+            # arrive as a burst whose timestamps run ahead of the clock.
+            self.stage.warm_up(self.first.first_planes())
+        self.runtime.start()
+        self.infer()
+        self.runtime.end_output(self.results, self.writer)
+
+    def _finish(self, outcome: Outcome) -> None:
+        """Stop the threads and finalise both sinks, whatever ended the job.
+
+        The output thread is given --timeout to finish its frame: a sink that stops taking
+        frames (a network peer that stopped reading) is then left to finish on its own, and
+        the other sink is finalised all the same.
+        """
         self.stats.set_state("stopping")
-        self.stop.set()
-        if writer.ident is not None:
-            writer.join()
-        if reader.ident is None:
+        written = join(self.writer, self.job.timeout)
+        stuck = []
+        for sink, label in ((self.recording, str(self.job.output)), (self.restream, f"--restream {self.job.restream}")):
+            if sink is None:
+                continue
+            try:
+                with self.stats.time("encode"):
+                    if not sink.close(None if written else 0.0):
+                        stuck.append(label)
+            except (av.error.FFmpegError, OSError) as err:
+                # One sink failing to finish must not keep the other from finishing.
+                outcome.failure = outcome.failure or LiveError(f"{sink.path}: could not be finalised ({describe(err)})")
+        if not written:
+            self._warn(f"output to {' and '.join(stuck) or 'the preview'} did not finish within --timeout {self.job.timeout:g} s; not waited for")
+        if self.recording is not None and self.recording.frames == 0 and self.job.output is not None:
+            self.job.output.unlink(missing_ok=True)  # nothing was recorded
+        if self.reader.ident is None:
             self.first.close()  # stopped before the reader took the source over
         else:
             # The reader notices the stop between frames; one blocked on a silent peer gives
             # up at its read timeout. Its container is its own: the sinks need not wait for it.
-            reader.join(min(1.0, self.job.timeout))
-        self.failure = self.failure or reader.error or writer.error or self.read_failure
-        for sink in (self.recording, self.restream):
-            try:
-                if sink is not None:
-                    with self.stats.time("encode"):
-                        sink.close()
-            except (av.error.FFmpegError, OSError) as err:
-                # One sink failing to finish must not keep the other from finishing.
-                self.failure = self.failure or LiveError(f"{sink.path}: could not be finalised ({describe(err)})")
+            join(self.reader, min(1.0, self.job.timeout))
+        outcome.failure = outcome.failure or self.runtime.error() or self.read_failure
         self.stats.set_state("stopped")
 
 

@@ -14,31 +14,25 @@ from __future__ import annotations
 
 import contextlib
 import queue
-import re
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
 import numpy as np
 import torch
 
 from derain.engines import Engine
-from derain.models.errors import DerainError, OutputError
+from derain.models.errors import OutputError
 from derain.stream.color import from_rgb, host_codes, to_rgb
 from derain.stream.decode import Frame, Source, frames, open_source
 from derain.stream.encode import EncodeOptions, Sink
 from derain.stream.pixels import ColorSpec
+from derain.stream.runtime import END, MIDFILE_ERRORS, Outcome, Runtime, get, join, message, put
+from derain.stream.runtime import Terminated as Terminated  # the CLI imports it from here
+from derain.stream.runtime import signals_deferred as signals_deferred  # the CLI imports it from here
 from derain.stream.stats import Stats, Summary
-
-END = object()
-
-
-class Terminated(BaseException):
-    """SIGTERM, raised in the main thread so that the job finalises its output as on Ctrl-C."""
 
 
 @dataclass(frozen=True)
@@ -238,41 +232,6 @@ class InferenceStage:
             torch.cuda.synchronize(self.slots[0].device[0].device)
 
 
-def put(q: queue.Queue, item: object, stop: threading.Event) -> bool:
-    """Put unless the job is stopping; False if it stopped first."""
-    while not stop.is_set():
-        try:
-            q.put(item, timeout=0.1)
-            return True
-        except queue.Full:
-            continue
-    return False
-
-
-def get(q: queue.Queue, stop: threading.Event) -> object:
-    while not stop.is_set():
-        try:
-            return q.get(timeout=0.1)
-        except queue.Empty:
-            continue
-    return END
-
-
-class Worker(threading.Thread):
-    """A stage thread that records its exception and stops the job instead of dying silently."""
-
-    def __init__(self, name: str, body: Callable[[], None], stop: threading.Event) -> None:
-        super().__init__(name=name, daemon=True)
-        self.body, self.stop, self.error = body, stop, None
-
-    def run(self) -> None:
-        try:
-            self.body()
-        except BaseException as err:  # noqa: BLE001 - handed to the main thread
-            self.error = err
-            self.stop.set()
-
-
 def check_paths(job: VideoJob) -> None:
     """Refuse to clobber: an existing output needs --overwrite, and never the input itself."""
     if job.output.exists() and job.input.exists() and job.output.resolve() == job.input.resolve():
@@ -283,10 +242,6 @@ def check_paths(job: VideoJob) -> None:
         raise FileNotFoundError(f"{job.output.parent}: no such folder for the output")
     if job.batch < 1:
         raise OutputError(f"--batch {job.batch}: must be at least 1")
-
-
-# Errors in the middle of a file that end the job with a message rather than a traceback.
-MIDFILE_ERRORS = (DerainError, av.error.FFmpegError, RuntimeError, OSError, ValueError)
 
 
 def run_video(
@@ -317,7 +272,6 @@ def run_video(
         width=sink.width, height=sink.height, codec=sink.codec_name, pixel_format=sink.layout.format,
         engine={"backend": engine.backend, "precision": engine.precision, "device": str(engine.device)},
     )
-    stop = threading.Event()
     decoded: queue.Queue = queue.Queue(maxsize=max(4, 2 * job.batch))
     results: queue.Queue = queue.Queue(maxsize=3)
     try:
@@ -330,6 +284,8 @@ def run_video(
         raise
 
     decode_error: list[Exception] = []
+    runtime = Runtime()
+    stop = runtime.stop
 
     def decode() -> None:
         it = frames(source)
@@ -352,7 +308,7 @@ def run_video(
     def encode() -> None:
         while True:
             item = get(results, stop)
-            if item is END:
+            if not isinstance(item, Result):
                 return
             for pts, planes in zip(item.pts, item.planes):
                 if stop.is_set():
@@ -364,71 +320,45 @@ def run_video(
                 for image in item.preview:
                     preview(image)
 
-    workers = [Worker("derain-decode", decode, stop), Worker("derain-encode", encode, stop)]
-    failure: BaseException | None = None
-    started = False  # past on_start (the engine's build and accuracy guard): frames may flow
-    context = on_start(source, sink) if on_start else contextlib.nullcontext()
-    try:
-        with context:
-            started = True
-            for worker in workers:
-                worker.start()
-            _infer(stage, decoded, results, job.batch, stop)
-            put(results, END, stop)
-            while workers[1].is_alive():
-                workers[1].join(0.1)
-    except (KeyboardInterrupt, Terminated) as err:
-        summary.interrupted = "SIGTERM" if isinstance(err, Terminated) else "SIGINT"
-        failure = err
-    except BaseException as err:
-        failure = err
-    finally:
-        with signals_deferred():
-            stop.set()
-            for worker in workers:
-                while worker.is_alive():
-                    worker.join(0.1)
-            failure = failure or next(iter(decode_error), None) or next((w.error for w in workers if w.error), None)
-            try:
-                with stats.time("encode"):
-                    sink.close(remux_rest=failure is None)
-            except Exception as err:  # noqa: BLE001 - the first failure is the one to report
-                failure = failure or err
-            finally:
-                source.close()
+    runtime.worker("derain-decode", decode)
+    writer = runtime.worker("derain-encode", encode)
+
+    def main() -> None:
+        runtime.start()
+        _infer(stage, decoded, results, job.batch, stop)
+        runtime.end_output(results, writer)
+
+    def finish(outcome: Outcome) -> None:
+        for thread in runtime.workers:
+            join(thread)
+        failure = outcome.failure or next(iter(decode_error), None) or runtime.error()
+        early = failure is not None or outcome.signal is not None
+        try:
+            with stats.time("encode"):
+                sink.close(remux_rest=not early)
+        except Exception as err:  # noqa: BLE001 - the first failure is the one to report
+            failure = failure or err
+        finally:
+            source.close()
+        outcome.failure = failure
         summary.corrupt_packets = source.corrupt_packets
         summary.frames = sink.frames
         summary.seconds = stats.elapsed
         summary.passthrough_packets = sink.packets
-        if failure is not None and (not job.keep_partial or sink.frames == 0):
+        if (failure is not None or outcome.signal is not None) and (not job.keep_partial or sink.frames == 0):
             job.output.unlink(missing_ok=True)
             summary.output_kept = False
+
+    context = on_start(source, sink) if on_start else contextlib.nullcontext()
+    outcome = runtime.run(context, main, finish)
+    summary.interrupted = outcome.signal
+    failure = outcome.failure
     if failure is None or summary.interrupted:
         return summary
-    if isinstance(failure, MIDFILE_ERRORS) and started:
-        summary.error = _message(failure)
+    if isinstance(failure, MIDFILE_ERRORS) and outcome.started:
+        summary.error = message(failure)
         return summary
     raise failure  # a refusal before the first frame is the caller's one-line error
-
-
-@contextlib.contextmanager
-def signals_deferred() -> Iterator[None]:
-    """Ctrl-C and SIGTERM are ignored while the output is finalised: a second Ctrl-C there would
-    leave a file without its index (an MP4 with no moov), which no player opens."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def _message(err: BaseException) -> str:
-    text = re.sub(r"^\[Errno -?\d+\] ", "", str(err)) or type(err).__name__
-    return text.splitlines()[0]
 
 
 def _infer(stage: InferenceStage, decoded: queue.Queue, results: queue.Queue, size: int, stop: threading.Event) -> None:

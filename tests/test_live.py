@@ -31,6 +31,7 @@ from videos import corrupt_jpeg, make_resizing_mjpeg, make_video
 
 from derain.stream import live_pipeline
 from derain.stream.decode import InputError
+from derain.stream.encode import Sink
 from derain.stream.live_pipeline import LiveError, LiveJob, LiveStats, run_live
 from derain.stream.sources import Backoff, parse_source
 
@@ -332,6 +333,113 @@ def test_a_signal_while_the_recording_is_finalised_is_ignored(tmp_path: Path, ct
     summary = run_live(job(str(clip), realtime=True, output=tmp_path / "rec.mkv"), IdentityEngine())
     assert summary.error is None
     assert len(recorded_pts(tmp_path / "rec.mkv")) == summary.stats["frames_out"] == 10
+
+
+class FailsSilently(IdentityEngine):
+    """Raises an error with no message, as some C extensions do."""
+
+    def run(self, batch):
+        if self.calls == 3:
+            raise RuntimeError()
+        return super().run(batch)
+
+
+def test_an_error_with_no_message_is_named_by_its_type(tmp_path: Path) -> None:
+    clip = make_video(tmp_path / "clip.mp4", frames=10, rate=25)
+    summary = run_live(job(str(clip), realtime=True, output=tmp_path / "rec.mkv"), FailsSilently())
+    assert summary.stopped_by == "error" and summary.error == "RuntimeError"
+
+
+@contextlib.contextmanager
+def second_ctrl_c_recorded() -> Iterator[list[int]]:
+    """The CLI's policy without its exit: the first Ctrl-C stops the job, later ones are recorded."""
+    forced: list[int] = []
+
+    def first(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGINT, lambda signum, frame: forced.append(signum))
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, first)
+    try:
+        yield forced
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_a_second_ctrl_c_while_the_recording_is_finalised_reaches_the_callers_handler(
+    tmp_path: Path, ctrl_c_in_sink_close: None
+) -> None:
+    """The documented "a second Ctrl-C forces": finalising must not mask the caller's handler."""
+    clip = make_video(tmp_path / "clip.mp4", frames=100, rate=25)
+    stats = LiveStats()
+    with second_ctrl_c_recorded() as forced:
+        interrupt_when(lambda: stats.written >= 3, 10.0)
+        summary = run_live(job(str(clip), realtime=True, output=tmp_path / "rec.mkv"), IdentityEngine(), stats)
+    assert summary.stopped_by == "SIGINT" and forced == [signal.SIGINT]
+    # The handler did not exit, so the recording was still finalised.
+    assert len(recorded_pts(tmp_path / "rec.mkv")) == summary.stats["frames_out"] > 0
+
+
+def test_a_writer_stuck_on_the_restream_is_not_waited_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A re-stream peer that stops reading blocks its write; the stop waits --timeout for it, not forever."""
+    release = threading.Event()
+    write = Sink.write
+
+    def stuck_on_the_network(self: Sink, planes, pts: int) -> None:
+        if isinstance(self.path, str) and self.frames >= 2:
+            release.wait(8.0)
+        write(self, planes, pts)
+
+    monkeypatch.setattr(Sink, "write", stuck_on_the_network)
+    clip = make_video(tmp_path / "clip.mp4", frames=100, rate=25)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+        peer.bind(("127.0.0.1", 0))
+        url = f"udp://127.0.0.1:{peer.getsockname()[1]}"
+        stats = LiveStats()
+        interrupt_when(lambda: False, 1.5)
+        started = time.monotonic()
+        summary = run_live(job(str(clip), realtime=True, timeout=1.0, output=tmp_path / "rec.mkv", restream=url),
+                           IdentityEngine(), stats)
+        took = time.monotonic() - started
+        release.set()
+    assert summary.stopped_by == "SIGINT" and took < 4.5, took
+    assert any("--restream" in w and "did not finish" in w for w in summary.warnings), summary.warnings
+    assert len(recorded_pts(tmp_path / "rec.mkv")) >= summary.stats["frames_out"] >= 2
+    wait_for(lambda: live_threads() == [], 10.0, "the stuck output thread to end once its write returns")
+
+
+class SlowAfterWarmUp(IdentityEngine):
+    """Fast for the warm-up call, then far slower than the stream."""
+
+    def run(self, batch):
+        if self.calls:
+            time.sleep(5.0)
+        return super().run(batch)
+
+
+def test_every_frame_in_is_out_dropped_or_in_flight_and_no_recording_is_claimed(tmp_path: Path) -> None:
+    """A stop before any frame came out: the counts still add up, and no recording is announced."""
+    clip = make_video(tmp_path / "clip.mp4", frames=100, rate=25)
+    stats = LiveStats()
+    snapshots: list[dict] = []
+    sampling = threading.Event()
+
+    def sample() -> None:
+        while not sampling.is_set():
+            snapshots.append(stats.snapshot())
+            time.sleep(0.005)
+
+    threading.Thread(target=sample, daemon=True).start()
+    interrupt_when(lambda: stats.decoded >= 15, 10.0)
+    try:
+        summary = run_live(job(str(clip), realtime=True, output=tmp_path / "rec.mp4"), SlowAfterWarmUp(), stats)
+    finally:
+        sampling.set()
+    s = summary.to_dict()
+    assert summary.stopped_by == "SIGINT" and s["frames_out"] == 0 and s["frames_in"] >= 15
+    assert s["frames_in"] == s["frames_out"] + s["dropped"] + s["in_flight"] and s["in_flight"] > 0
+    assert s["recording_written"] is False and not (tmp_path / "rec.mp4").exists()
+    assert snapshots and all(x["frames_in"] == x["frames_out"] + x["dropped"] + x["in_flight"] for x in snapshots)
 
 
 def test_corrupt_packets_are_skipped_and_counted(tmp_path: Path) -> None:
