@@ -69,40 +69,64 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+class CudaStreams:
+    """The CUDA streams, events and waits of the inference stage, in one place: a test can
+    stand in for them and run the pipelined path on the CPU."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    def stream(self) -> torch.cuda.Stream:
+        return torch.cuda.Stream(self.device)
+
+    def event(self, enable_timing: bool = False, blocking: bool = False) -> torch.cuda.Event:
+        return torch.cuda.Event(enable_timing=enable_timing, blocking=blocking)
+
+    def use(self, stream: torch.cuda.Stream) -> contextlib.AbstractContextManager:
+        return torch.cuda.stream(stream)
+
+    def synchronize(self) -> None:
+        torch.cuda.synchronize(self.device)
+
+
 class _Slot:
     """Buffers for one batch in flight: host planes (pinned on CUDA), device planes, events."""
 
-    def __init__(self, source: Source, batch: int, device: torch.device) -> None:
-        cuda = device.type == "cuda"
+    def __init__(self, source: Source, batch: int, device: torch.device, streams: CudaStreams | None) -> None:
         dtype = torch.uint8 if source.layout.bits <= 8 else torch.int16
         shapes = source.layout.plane_shapes(source.width, source.height)
-        self.host = [torch.empty((batch, *shape), dtype=dtype, pin_memory=cuda) for shape in shapes]
-        self.device = [torch.empty_like(h, device=device) for h in self.host] if cuda else self.host
+        self.host = [torch.empty((batch, *shape), dtype=dtype, pin_memory=device.type == "cuda") for shape in shapes]
+        self.device = [torch.empty_like(h, device=device) for h in self.host] if streams else self.host
         self.pts: list[int] = []
         self.out: list[torch.Tensor] = []
         self.preview: torch.Tensor | None = None
-        self.marks: list[tuple[str, object, object]] = []
+        self.marks: list[tuple[str, torch.cuda.Event, torch.cuda.Event]] = []
         # Blocking: the host waits on it asleep rather than spinning a core the encoder needs.
-        self.done = torch.cuda.Event(blocking=True) if cuda else None
+        self.done = streams.event(blocking=True) if streams else None
 
 
 class InferenceStage:
-    """Runs batches through conversion and the engine, keeping up to `depth` of them in flight."""
+    """Runs batches through conversion and the engine, keeping up to `depth` of them in flight.
+
+    `streams` defaults to the engine's CUDA device's; None elsewhere, where a batch is done
+    when `submit` returns.
+    """
 
     def __init__(self, engine: Engine, source: Source, out_color: ColorSpec, batch: int, compare: bool,
-                 preview: bool, stats: Stats, depth: int = 2) -> None:
+                 preview: bool, stats: Stats, depth: int = 2, streams: CudaStreams | None = None) -> None:
         self.engine, self.source, self.out_color = engine, source, out_color
         self.compare, self.preview, self.stats = compare, preview, stats
         device = engine.device
-        self.cuda = device.type == "cuda"
-        self.copy_stream = torch.cuda.Stream(device) if self.cuda else None
-        self.compute_stream = torch.cuda.Stream(device) if self.cuda else None
-        self.slots = [_Slot(source, batch, device) for _ in range(depth if self.cuda else 1)]
+        self.streams = streams or (CudaStreams(device) if device.type == "cuda" else None)
+        self.cuda = self.streams is not None
+        self.copy_stream = self.streams.stream() if self.streams else None
+        self.compute_stream = self.streams.stream() if self.streams else None
+        self.slots = [_Slot(source, batch, device, self.streams) for _ in range(depth if self.cuda else 1)]
         self.next_slot = 0
         self.in_flight: list[_Slot] = []
 
     def _stream(self, stream: torch.cuda.Stream | None) -> contextlib.AbstractContextManager:
-        return torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
+        return self.streams.use(stream) if self.streams and stream is not None else contextlib.nullcontext()
 
     def _convert_threads(self) -> contextlib.AbstractContextManager:
         """One thread for conversion on the CPU: it is memory-bound, and the encoder's
@@ -112,12 +136,12 @@ class InferenceStage:
 
     def _mark(self, slot: _Slot, stage: str, stream: torch.cuda.Stream | None, work: Callable[[], None]) -> None:
         """Run `work` and account its time to `stage`: wall time on the CPU, CUDA events on a GPU."""
-        if not self.cuda:
+        if self.streams is None:
             start = time.perf_counter()
             work()
             self.stats.add(stage, time.perf_counter() - start)
             return
-        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        begin, end = self.streams.event(enable_timing=True), self.streams.event(enable_timing=True)
         begin.record(stream)
         work()
         end.record(stream)
@@ -161,7 +185,7 @@ class InferenceStage:
             with self._stream(self.copy_stream):
                 self._mark(slot, "upload", self.copy_stream,
                            lambda: [d[:n].copy_(h[:n], non_blocking=True) for d, h in zip(slot.device, slot.host)])
-                uploaded = torch.cuda.Event()
+                uploaded = self.streams.event()
                 uploaded.record(self.copy_stream)
             self.compute_stream.wait_event(uploaded)
         with self._stream(self.compute_stream), torch.inference_mode():
@@ -228,8 +252,8 @@ class InferenceStage:
         """Wait for the GPU work of a job that ends early: the slots' buffers were allocated on
         the default stream, and freeing them under a pending copy or kernel would let the
         allocator hand them out while still in use."""
-        if self.cuda:
-            torch.cuda.synchronize(self.slots[0].device[0].device)
+        if self.streams is not None:
+            self.streams.synchronize()
 
 
 def check_paths(job: VideoJob) -> None:
