@@ -161,7 +161,8 @@ class InferenceStage:
             self.stats = stats
 
     def submit(self, batch: list[Frame]) -> list[Result]:
-        """Start `batch`; returns the batches that finished meanwhile (oldest first)."""
+        """Start `batch`; returns the batches that are done (oldest first), `batch` among them
+        when it is (always on the CPU, and with one slot)."""
         finished = []
         slot = self.slots[self.next_slot]
         self.next_slot = (self.next_slot + 1) % len(self.slots)
@@ -191,7 +192,13 @@ class InferenceStage:
         with self._stream(self.compute_stream), torch.inference_mode():
             self._run(slot, n)
         self.in_flight.append(slot)
-        if not self.cuda:
+        return finished + self._ready(wait=len(self.slots) == 1)
+
+    def _ready(self, wait: bool) -> list[Result]:
+        """The batches in flight that are done, oldest first, so that none waits for a later
+        submit to leave. With `wait` (one slot: nothing to overlap with), wait for them."""
+        finished = []
+        while self.in_flight and (wait or self.in_flight[0].done is None or self.in_flight[0].done.query()):
             finished.append(self._collect(self.in_flight.pop(0)))
         return finished
 
