@@ -59,8 +59,11 @@ class Result:
 
 @contextlib.contextmanager
 def one_thread() -> Iterator[None]:
-    """torch's work on the calling thread alone for the block, then as before (the numba
-    kernels are single-threaded already)."""
+    """torch's work on the calling thread alone for the block, then as before. For callers that
+    choose it (benchmarks/pipeline_overhead.py): the thread count is process-wide, so the
+    pipeline itself never changes it. On the CPU its YUV conversion runs in single-threaded
+    numba kernels and needs no torch threads; what torch work is left (--compare, a preview,
+    formats without a kernel) runs with the caller's setting, as the engine does."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -127,12 +130,6 @@ class InferenceStage:
 
     def _stream(self, stream: torch.cuda.Stream | None) -> contextlib.AbstractContextManager:
         return self.streams.use(stream) if self.streams and stream is not None else contextlib.nullcontext()
-
-    def _convert_threads(self) -> contextlib.AbstractContextManager:
-        """One thread for conversion on the CPU: it is memory-bound, and the encoder's
-        threads already fill every core, so more torch threads only spin against them (measured
-        on 2 cores: the identity pipeline went from about 50% to over 90% of plain transcode speed)."""
-        return contextlib.nullcontext() if self.cuda else one_thread()
 
     def _mark(self, slot: _Slot, stage: str, stream: torch.cuda.Stream | None, work: Callable[[], None]) -> None:
         """Run `work` and account its time to `stage`: wall time on the CPU, CUDA events on a GPU."""
@@ -221,11 +218,9 @@ class InferenceStage:
                 rgb = (out.float().clamp(0, 1) * 255 + 0.5).to(torch.uint8)
                 state["preview"] = rgb.flip(1).permute(0, 2, 3, 1)
 
-        with self._convert_threads():
-            self._mark(slot, "convert", stream, rgb_in)
+        self._mark(slot, "convert", stream, rgb_in)
         self._mark(slot, "engine", stream, derain)
-        with self._convert_threads():
-            self._mark(slot, "convert", stream, rgb_out)
+        self._mark(slot, "convert", stream, rgb_out)
         if self.cuda:
             # Download on the compute stream: the planes are small, and the copy stream stays
             # free for the next batch's upload.

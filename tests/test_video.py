@@ -394,3 +394,13 @@ def test_a_second_ctrl_c_while_the_output_is_finalised_is_ignored(tmp_path: Path
     summary = run_video(VideoJob(src, tmp_path / "out.mp4", batch=2), StopsAt(4, KeyboardInterrupt()))
     assert summary.interrupted == "SIGINT" and summary.output_kept
     assert len(video_info(tmp_path / "out.mp4")["pts"]) == summary.frames > 0
+
+
+def test_a_job_leaves_torchs_thread_count_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch.set_num_threads is process-wide: a library job must not change it behind its caller."""
+    calls: list[int] = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    src = make_video(tmp_path / "in.mp4", frames=4)
+    summary = run_video(VideoJob(src, tmp_path / "out.mp4", compare=True), IdentityEngine())
+    assert summary.complete and summary.frames == 4
+    assert calls == []
