@@ -268,8 +268,9 @@ def _open_first(job: LiveJob) -> Source:
     except BaseException:
         with lock:
             result["abandoned"] = True
-            if isinstance(result.get("opened"), Source):
-                result["opened"].close()
+            opened = result.get("opened")
+            if isinstance(opened, Source):
+                opened.close()
         raise
     opened = result["opened"]
     if isinstance(opened, SourceUnavailable):

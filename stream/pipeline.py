@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -121,10 +122,9 @@ class InferenceStage:
         self.compare, self.preview, self.stats = compare, preview, stats
         device = engine.device
         self.streams = streams or (CudaStreams(device) if device.type == "cuda" else None)
-        self.cuda = self.streams is not None
         self.copy_stream = self.streams.stream() if self.streams else None
         self.compute_stream = self.streams.stream() if self.streams else None
-        self.slots = [_Slot(source, batch, device, self.streams) for _ in range(depth if self.cuda else 1)]
+        self.slots = [_Slot(source, batch, device, self.streams) for _ in range(depth if self.streams else 1)]
         self.next_slot = 0
         self.in_flight: list[_Slot] = []
 
@@ -179,17 +179,25 @@ class InferenceStage:
                 # numpy copies a row-strided view with plain memcpys; torch's strided copy is far slower here.
                 np.copyto(host[i].numpy(), plane if plane.dtype.itemsize == 1 else plane.view(np.int16))
         self.stats.add("batch", time.perf_counter() - start)
-        if self.cuda:
-            with self._stream(self.copy_stream):
-                self._mark(slot, "upload", self.copy_stream,
-                           lambda: [d[:n].copy_(h[:n], non_blocking=True) for d, h in zip(slot.device, slot.host)])
-                uploaded = self.streams.event()
-                uploaded.record(self.copy_stream)
-            self.compute_stream.wait_event(uploaded)
+        if self.streams and self.copy_stream and self.compute_stream:
+            self._upload(slot, n, self.streams, self.copy_stream, self.compute_stream)
         with self._stream(self.compute_stream), torch.inference_mode():
             self._run(slot, n)
         self.in_flight.append(slot)
         return finished + self._ready(wait=len(self.slots) == 1)
+
+    def _upload(self, slot: _Slot, n: int, streams: CudaStreams, copy: torch.cuda.Stream, compute: torch.cuda.Stream) -> None:
+        """Copy the batch to the device on the copy stream; the compute stream waits for it."""
+
+        def upload() -> None:
+            for d, h in zip(slot.device, slot.host):
+                d[:n].copy_(h[:n], non_blocking=True)
+
+        with streams.use(copy):
+            self._mark(slot, "upload", copy, upload)
+            uploaded = streams.event()
+            uploaded.record(copy)
+        compute.wait_event(uploaded)
 
     def _ready(self, wait: bool) -> list[Result]:
         """The batches in flight that are done, oldest first, so that none waits for a later
@@ -201,7 +209,7 @@ class InferenceStage:
 
     def _run(self, slot: _Slot, n: int) -> None:
         stream = self.compute_stream
-        state: dict[str, torch.Tensor] = {}
+        state: dict[str, Any] = {}
 
         def rgb_in() -> None:
             state["rgb"] = to_rgb([d[:n] for d in slot.device], self.source.color).to(self.engine.dtype)
@@ -221,7 +229,7 @@ class InferenceStage:
         self._mark(slot, "convert", stream, rgb_in)
         self._mark(slot, "engine", stream, derain)
         self._mark(slot, "convert", stream, rgb_out)
-        if self.cuda:
+        if slot.done is not None:
             # Download on the compute stream: the planes are small, and the copy stream stays
             # free for the next batch's upload.
             def download() -> None:

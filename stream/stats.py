@@ -101,7 +101,7 @@ class Summary:
         table = Table(title=f"{self.frames} frames in {self.seconds:.2f} s: {self.fps:.2f} fps")
         for column in ("stage", "busy (s)", "ms/frame", "share of wall time"):
             table.add_column(column, justify="right" if column != "stage" else "left")
-        busiest = max(self.stages, key=self.stages.get)
+        busiest = max(self.stages, key=lambda name: self.stages[name])
         for name, sec in self.stages.items():
             if sec == 0.0 and name in ("upload", "download"):
                 continue
