@@ -520,7 +520,7 @@ def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
             state_path,
         )
 
-    stop = {"signal": None}
+    stop: dict[str, int | None] = {"signal": None}
 
     def on_signal(signum: int, _frame: object) -> None:
         stop["signal"] = signum
