@@ -2,21 +2,22 @@
 
 Backends, best first: tensorrt (torch-tensorrt, FP16 engines cached on disk), compile
 (torch.compile with CUDA graphs), eager (plain PyTorch, any device); onnx (ONNX Runtime) on
-request. `auto` takes the best one available and says why it passed over the better ones.
+request. `auto` takes the best one that imports and runs here, and says why it passed over
+the better ones.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
 
 import torch
 
-from derain.engines.accuracy import check_accuracy, psnr_vs_fp32
+from derain.engines.accuracy import MIN_PSNR_DB, AccuracyGuard, LossyEngineWarning, check_accuracy, psnr_vs_fp32
 from derain.engines.base import (
     PRECISIONS,
     Engine,
     EngineError,
+    import_problem,
     select_device,
     select_precision,
 )
@@ -32,15 +33,19 @@ BACKENDS = ("auto", "tensorrt", "compile", "eager", "onnx")
 
 __all__ = [
     "BACKENDS",
+    "MIN_PSNR_DB",
     "PRECISIONS",
+    "AccuracyGuard",
     "Engine",
     "EngineCache",
     "EngineError",
+    "LossyEngineWarning",
     "TiledEngine",
     "build_engine",
     "check_accuracy",
     "choose_backend",
     "export_onnx",
+    "import_problem",
     "psnr_vs_fp32",
     "select_device",
     "select_precision",
@@ -48,43 +53,72 @@ __all__ = [
 
 
 def installed(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
+    """Whether `module` imports (a real import: one built for another torch release does not)."""
+    return import_problem(module) is None
 
 
-def choose_backend(device: torch.device, has: Callable[[str], bool] = installed) -> tuple[str, list[str]]:
-    """The best backend for `device` given what is installed, and why each better one was passed."""
+def choose_backend(device: torch.device, why_not: Callable[[str], str | None] = import_problem) -> tuple[str, list[str]]:
+    """The best backend for `device` given what imports here, and why each better one was passed over.
+
+    Args:
+        device: where the engine will run.
+        why_not: None for a module that imports, else the reason it does not (`import_problem`).
+    """
     if device.type != "cuda":
         return "eager", ["tensorrt and compile need a CUDA GPU"]
     passed: list[str] = []
-    if has("torch_tensorrt"):
+    problem = why_not("torch_tensorrt")
+    if problem is None:
         return "tensorrt", passed
-    passed.append("tensorrt: torch-tensorrt is not installed (pip install 'derain[tensorrt]')")
-    if has("triton"):
+    passed.append(f"tensorrt: torch-tensorrt is {problem} (pip install 'derain[tensorrt]')")
+    problem = why_not("triton")
+    if problem is None:
         return "compile", passed
-    passed.append("compile: Triton is not installed, torch.compile cannot generate GPU kernels")
+    passed.append(f"compile: Triton is {problem}, torch.compile cannot generate GPU kernels")
     return "eager", passed
 
 
 def build_engine(
     model: BRN,
-    backend: str = "auto",
-    device: str | torch.device | None = None,
-    precision: str | None = None,
+    engine: str = "auto",
+    device: str | torch.device | None = "auto",
+    precision: str | None = "auto",
     tile: int | None = None,
+    allow_lossy: bool = False,
     notes: list[str] | None = None,
 ) -> Engine:
-    """The engine for `model` on `device`. With `auto`, why better backends were passed over is
-    appended to `notes`. With `tile`, frames larger than it run as overlapping tiles."""
+    """The engine for `model`: a backend on a device in a precision.
+
+    Args:
+        model: the FP32 model (left unchanged; engines work on copies).
+        engine: a backend of BACKENDS; "auto" takes the best that works here.
+        device: "cpu", "cuda", "cuda:N" or a torch.device; "auto" (or None): CUDA when present.
+        precision: "fp32", "fp16" or "bf16"; "auto" (or None): fp16 on a GPU, fp32 on the CPU
+            (fp32 for onnx).
+        tile: run frames larger than this many pixels a side as overlapping tiles.
+        allow_lossy: let a reduced-precision engine run (with a LossyEngineWarning) when its
+            first batch differs from FP32 by more than the 45 dB guard allows.
+        notes: with "auto", why better backends were passed over is appended here.
+
+    Returns:
+        The engine. Below FP32 it carries an accuracy guard that judges its first batch (or the
+        sample given to `Engine.check`).
+
+    Raises:
+        EngineError: an unknown backend, device or precision, or one that cannot run here.
+    """
     dev = device if isinstance(device, torch.device) else select_device(device)
     prec = select_precision(precision, dev)
-    if backend == "auto":
-        backend, passed = choose_backend(dev)
+    if engine == "auto":
+        engine, passed = choose_backend(dev)
         if notes is not None:
             notes.extend(passed)
-    engines = {"tensorrt": TensorRTEngine, "compile": CompileEngine, "eager": EagerEngine, "onnx": OnnxEngine}
-    if backend not in engines:
-        raise EngineError(f"--engine {backend!r}: use one of {', '.join(BACKENDS)}")
-    if backend == "onnx" and precision in (None, "auto"):
+    backends: dict[str, Callable[[BRN, torch.device, str], Engine]] = {"tensorrt": TensorRTEngine, "compile": CompileEngine, "eager": EagerEngine, "onnx": OnnxEngine}
+    if engine not in backends:
+        raise EngineError(f"--engine {engine!r}: use one of {', '.join(BACKENDS)}")
+    if engine == "onnx" and precision in (None, "auto"):
         prec = "fp32"
-    engine: Engine = engines[backend](model, dev, prec)
-    return TiledEngine(engine, tile) if tile else engine
+    built = backends[engine](model, dev, prec)
+    if prec != "fp32":
+        built.guard = AccuracyGuard(model, allow_lossy)
+    return TiledEngine(built, tile) if tile else built

@@ -8,7 +8,7 @@ import time
 import torch
 from torch import Tensor
 
-from derain.engines.base import PRECISIONS, EngineError, built_shape_for, configure_cudnn, pad_batch
+from derain.engines.base import PRECISIONS, Engine, EngineError, built_shape_for, pad_batch
 from derain.models.brn import BRN, Derainer
 
 # reduce-overhead: CUDA graphs without the minutes of autotuning that max-autotune spends on
@@ -16,7 +16,9 @@ from derain.models.brn import BRN, Derainer
 DEFAULT_MODE = "reduce-overhead"
 
 
-class CompileEngine:
+class CompileEngine(Engine):
+    """torch.compile with CUDA graphs, one graph per batch shape."""
+
     backend = "compile"
 
     def __init__(self, model: BRN, device: torch.device, precision: str = "fp16", mode: str = DEFAULT_MODE) -> None:
@@ -24,7 +26,6 @@ class CompileEngine:
             raise EngineError("--engine compile needs a CUDA GPU here; use --engine eager on the CPU")
         start = time.perf_counter()
         self.device, self.precision, self.dtype = device, precision, PRECISIONS[precision]
-        configure_cudnn(precision)
         module = Derainer(copy.deepcopy(model)).eval().to(device=device, dtype=self.dtype)
         module = module.to(memory_format=torch.channels_last)
         self._shapes: set[tuple[int, ...]] = set()
@@ -32,7 +33,7 @@ class CompileEngine:
         self.build_seconds = time.perf_counter() - start
 
     @torch.inference_mode()
-    def run(self, batch: Tensor) -> Tensor:
+    def _run(self, batch: Tensor) -> Tensor:
         shape = tuple(batch.shape)
         batch = batch.to(device=self.device, dtype=self.dtype).contiguous(memory_format=torch.channels_last)
         # A short last batch runs padded on the graph of a full one: a new shape would compile

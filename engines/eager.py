@@ -8,11 +8,13 @@ import time
 import torch
 from torch import Tensor
 
-from derain.engines.base import PRECISIONS, configure_cudnn
+from derain.engines.base import PRECISIONS, Engine
 from derain.models.brn import BRN, Derainer
 
 
-class EagerEngine:
+class EagerEngine(Engine):
+    """Plain PyTorch on any device, in any precision."""
+
     backend = "eager"
 
     def __init__(self, model: BRN, device: torch.device, precision: str = "fp32") -> None:
@@ -22,13 +24,12 @@ class EagerEngine:
         self.dtype = PRECISIONS[precision]
         module = Derainer(copy.deepcopy(model)).eval().to(device=device, dtype=self.dtype)
         if device.type == "cuda":
-            configure_cudnn(precision)
             module = module.to(memory_format=torch.channels_last)
         self.module = module
         self.build_seconds = time.perf_counter() - start
 
     @torch.inference_mode()
-    def run(self, batch: Tensor) -> Tensor:
+    def _run(self, batch: Tensor) -> Tensor:
         batch = batch.to(device=self.device, dtype=self.dtype)
         if self.device.type == "cuda":
             batch = batch.contiguous(memory_format=torch.channels_last)

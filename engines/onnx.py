@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import importlib.util
-import io
 import logging
 import time
 import warnings
@@ -14,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from derain.engines.base import EngineError
+from derain.engines.base import Engine, EngineError, import_problem
 from derain.engines.cache import EngineCache, weights_hash
 from derain.models.brn import BRN, Derainer
 from derain.models.files import atomic_path
@@ -32,8 +29,9 @@ def export_onnx(model: BRN, path: str | Path, dynamic: bool = True, shape: tuple
 
     With `dynamic`, N, H and W are free; otherwise the graph is fixed to `shape`.
     """
-    if importlib.util.find_spec("onnxscript") is None:
-        raise EngineError("ONNX export needs the onnx extra: pip install 'derain[onnx]'")
+    problem = import_problem("onnxscript")
+    if problem:
+        raise EngineError(f"ONNX export needs onnxscript, which is {problem}: pip install 'derain[onnx]'")
     path = Path(path)
     batch, _, height, width = shape
     if dynamic and not (DYNAMIC_BATCH[0] <= batch <= DYNAMIC_BATCH[1] and all(DYNAMIC_SIDE[0] <= s <= DYNAMIC_SIDE[1] for s in (height, width))):
@@ -49,13 +47,14 @@ def export_onnx(model: BRN, path: str | Path, dynamic: bool = True, shape: tuple
                 2: torch.export.Dim("height", min=DYNAMIC_SIDE[0], max=DYNAMIC_SIDE[1]),
                 3: torch.export.Dim("width", min=DYNAMIC_SIDE[0], max=DYNAMIC_SIDE[1])}
         dynamic_shapes = (dims,)
-    # The exporter reports progress with print() and logs what it skips; the CLI speaks for itself.
+    # The exporter logs what it skips (torchvision ops); with verbose=False it prints nothing. Its
+    # output is not redirected: sys.stdout is the whole process's, other threads print there too.
     onnx_log = logging.getLogger("torch.onnx")
     level = onnx_log.level
     onnx_log.setLevel(logging.ERROR)
     try:
         # Written beside `path` and renamed when done: an interrupted export leaves the old file.
-        with atomic_path(path, ".onnx") as tmp, warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        with atomic_path(path, ".onnx") as tmp, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 module, (example,), str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
@@ -66,14 +65,15 @@ def export_onnx(model: BRN, path: str | Path, dynamic: bool = True, shape: tuple
     return path
 
 
-class OnnxEngine:
+class OnnxEngine(Engine):
     """ONNX Runtime on the CPU, or CUDA when onnxruntime-gpu is installed. FP32 only."""
 
     backend = "onnx"
 
     def __init__(self, model: BRN, device: torch.device, precision: str = "fp32", cache: EngineCache | None = None) -> None:
-        if importlib.util.find_spec("onnxruntime") is None:
-            raise EngineError("--engine onnx needs ONNX Runtime: pip install 'derain[onnx]'")
+        problem = import_problem("onnxruntime")
+        if problem:
+            raise EngineError(f"--engine onnx needs ONNX Runtime, which is {problem}: pip install 'derain[onnx]'")
         if precision != "fp32":
             raise EngineError(f"--engine onnx runs fp32 only, not {precision}: use --precision fp32")
         import onnxruntime as ort
@@ -97,7 +97,7 @@ class OnnxEngine:
             raise EngineError(f"ONNX Runtime could not load the exported model ({first}); run again to rebuild it") from None
         self.build_seconds = time.perf_counter() - start
 
-    def run(self, batch: Tensor) -> Tensor:
+    def _run(self, batch: Tensor) -> Tensor:
         array = batch.detach().to("cpu", torch.float32).contiguous().numpy()
         (clean,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: array})
         return torch.from_numpy(clean).to(self.device)

@@ -10,7 +10,6 @@ beside it so that rebuilds for new shapes are faster.
 from __future__ import annotations
 
 import copy
-import importlib.util
 import inspect
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from derain.engines.base import PRECISIONS, EngineError, built_shape_for, pad_batch
+from derain.engines.base import PRECISIONS, Engine, EngineError, built_shape_for, import_problem, pad_batch
 from derain.engines.cache import EngineCache, device_key, weights_hash
 from derain.models.brn import BRN, Derainer
 from derain.models.files import atomic_path
@@ -26,8 +25,12 @@ from derain.models.files import atomic_path
 ARTEFACT = "engine.ep"
 
 
-def available() -> bool:
-    return importlib.util.find_spec("torch_tensorrt") is not None
+def unavailable() -> str | None:
+    """None when torch-tensorrt imports; else an EngineError message saying why not and what to do."""
+    problem = import_problem("torch_tensorrt")
+    if problem is None:
+        return None
+    return f"torch-tensorrt is {problem}; install the build for torch {torch.__version__}: pip install 'derain[tensorrt]'"
 
 
 def library_versions() -> dict[str, str]:
@@ -69,12 +72,15 @@ def export_program(
     return torch.export.export(module, (example,)), example
 
 
-class TensorRTEngine:
+class TensorRTEngine(Engine):
+    """torch-tensorrt engines, one per static batch shape, kept in the engine cache."""
+
     backend = "tensorrt"
 
     def __init__(self, model: BRN, device: torch.device, precision: str = "fp16", cache: EngineCache | None = None) -> None:
-        if not available():
-            raise EngineError("--engine tensorrt needs torch-tensorrt: pip install 'derain[tensorrt]'")
+        problem = unavailable()
+        if problem:
+            raise EngineError(f"--engine tensorrt: {problem}")
         if device.type != "cuda":
             raise EngineError("--engine tensorrt needs a CUDA GPU; use --engine eager on the CPU")
         self.model = model
@@ -125,7 +131,7 @@ class TensorRTEngine:
         self.build_seconds += time.perf_counter() - start
         return module
 
-    def run(self, batch: Tensor) -> Tensor:
+    def _run(self, batch: Tensor) -> Tensor:
         shape = tuple(batch.shape)
         # A short last batch runs on the engine of the full batch, padded.
         full = built_shape_for(shape, self.modules)
@@ -139,8 +145,9 @@ class TensorRTEngine:
 
 def serialize_engine(model: BRN, shape: tuple[int, int, int, int], device: torch.device, precision: str, path: Path) -> Path:
     """A plain serialised TensorRT engine (for trtexec or the TensorRT runtime) at `path`."""
-    if not available():
-        raise EngineError("--format tensorrt needs torch-tensorrt: pip install 'derain[tensorrt]'")
+    problem = unavailable()
+    if problem:
+        raise EngineError(f"--format tensorrt: {problem}")
     if device.type != "cuda":
         raise EngineError("--format tensorrt needs a CUDA GPU")
     import torch_tensorrt

@@ -8,9 +8,11 @@ of a dB of the untiled one on real images.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from derain.engines.accuracy import AccuracyGuard
 from derain.engines.base import Engine, EngineError
 
 
@@ -35,7 +37,7 @@ def ramp(length: int, overlap: int, at_start: bool, at_end: bool, device: torch.
     return weight
 
 
-class TiledEngine:
+class TiledEngine(Engine):
     """Wraps an engine; frames larger than `tile` run as overlapping tiles of one fixed shape."""
 
     def __init__(self, inner: Engine, tile: int, overlap: int = 32) -> None:
@@ -45,11 +47,26 @@ class TiledEngine:
         self.backend, self.precision = inner.backend, inner.precision
         self.device, self.dtype = inner.device, inner.dtype
 
-    @property
+    @property  # type: ignore[override]
     def build_seconds(self) -> float:
         return self.inner.build_seconds
 
-    def run(self, batch: Tensor) -> Tensor:
+    # The inner engine keeps the guard: it judges its first tile, the shape it was built for.
+    @property  # type: ignore[override]
+    def guard(self) -> AccuracyGuard | None:
+        return self.inner.guard
+
+    @guard.setter
+    def guard(self, guard: AccuracyGuard | None) -> None:
+        self.inner.guard = guard
+
+    def check(self, sample: Tensor | np.ndarray, batch: int = 1) -> float | None:
+        """The inner engine's `check` on the sample's top-left tile."""
+        if isinstance(sample, np.ndarray):
+            return self.inner.check(sample[: self.tile, : self.tile], batch)
+        return self.inner.check(sample[..., : self.tile, : self.tile], batch)
+
+    def _run(self, batch: Tensor) -> Tensor:
         b, _, height, width = batch.shape
         if height <= self.tile and width <= self.tile:
             return self.inner.run(batch)

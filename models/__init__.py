@@ -10,16 +10,19 @@ from derain.models.brn import (
     pretrained_cfgs,
 )
 from derain.models.checkpoint import load_checkpoint, save_checkpoint
-from derain.models.hub import fetch, load_model, resolve_weights
+from derain.models.hub import BUILTIN_NAME, WeightInfo, fetch, list_weights, load_model, resolve_weights
 
 __all__ = [
     "BRN",
+    "BUILTIN_NAME",
     "BRNConfig",
     "CheckpointError",
     "Derainer",
+    "WeightInfo",
     "checkpoint_filter_fn",
     "derain",
     "fetch",
+    "list_weights",
     "load_checkpoint",
     "load_model",
     "pretrained_cfgs",

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -154,7 +155,8 @@ def conv_flops(model: BRN, height: int, width: int) -> int:
     per_stage = 0
     for branch in (model.rain, model.image):
         convs = [branch.head, branch.gates, branch.tail]
-        convs += [conv for block in branch.blocks for conv in (block.conv1, block.conv2)]
+        blocks = [cast(ResBlock, block) for block in branch.blocks]  # a ModuleList types its items as Module
+        convs += [conv for block in blocks for conv in (block.conv1, block.conv2)]
         per_stage += sum(2 * c.in_channels * c.out_channels * 9 * height * width for c in convs)
     return per_stage * model.stages
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from derain.models.data import ImageError, read_image, read_image_uint8
+from derain.models.data import ImageError, read_image, read_image_uint8, to_uint8
 from derain.models.metrics import psnr_y, ssim_y, to_uint8_truncated
 
 
@@ -35,7 +35,7 @@ class EvalReport:
     def mean(self, key: str) -> float:
         return float(np.mean([getattr(s, key) for s in self.images])) if self.images else float("nan")
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, object]:
         return {
             "dataset": self.dataset,
             "weights": self.weights,
@@ -50,6 +50,33 @@ class EvalReport:
         }
 
 
+def score_image(run: Callable[[torch.Tensor], torch.Tensor], rainy: np.ndarray, clean: np.ndarray, name: str = "") -> ImageScore:
+    """Score one pair by the paper's protocol: what `derain eval` and training's validation report.
+
+    Args:
+        run: rainy batch (1, 3, H, W) float in [0, 1] -> derained batch (an engine's run).
+        rainy: float RGB (H, W, 3) in [0, 1], as the model gets it.
+        clean: uint8 RGB (H, W, 3), the ground truth.
+        name: what the score is called.
+
+    Returns:
+        The output's Y-PSNR and Y-SSIM (output truncated to uint8, as the authors saved theirs),
+        and the input's (rounded to uint8: the rainy image as a file holds it).
+    """
+    batch = torch.from_numpy(np.ascontiguousarray(rainy, dtype=np.float32)).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        output = run(batch)
+    derained = to_uint8_truncated(output[0].float().permute(1, 2, 0).cpu().numpy())
+    rainy_u8 = to_uint8(rainy)
+    return ImageScore(
+        name=name,
+        psnr=psnr_y(derained, clean),
+        ssim=ssim_y(derained, clean),
+        input_psnr=psnr_y(rainy_u8, clean),
+        input_ssim=ssim_y(rainy_u8, clean),
+    )
+
+
 def evaluate(
     run: Callable[[torch.Tensor], torch.Tensor],
     pairs: Sequence[tuple[Path, Path]],
@@ -57,24 +84,18 @@ def evaluate(
     weights: str = "",
     on_image: Callable[[ImageScore], None] | None = None,
 ) -> EvalReport:
-    """Score `run` (an engine's run: (1, 3, H, W) in [0, 1] -> clean) on (rainy, clean) pairs."""
+    """Score `run` (an engine's run: (1, 3, H, W) in [0, 1] -> clean) on (rainy, clean) pairs.
+
+    Raises:
+        ImageError: an image cannot be read, or differs in size from its ground truth.
+    """
     report = EvalReport(dataset, weights)
     for rainy_path, clean_path in pairs:
         rainy = read_image(rainy_path)
         clean = read_image_uint8(clean_path)
         if rainy.shape != clean.shape:
             raise ImageError(f"{rainy_path}: size {rainy.shape[1]}x{rainy.shape[0]} differs from its ground truth {clean_path}")
-        batch = torch.from_numpy(rainy).permute(2, 0, 1)[None]
-        output = run(batch)[0].float().permute(1, 2, 0).cpu().numpy()
-        derained = to_uint8_truncated(output)
-        rainy_u8 = read_image_uint8(rainy_path)
-        score = ImageScore(
-            name=rainy_path.name,
-            psnr=psnr_y(derained, clean),
-            ssim=ssim_y(derained, clean),
-            input_psnr=psnr_y(rainy_u8, clean),
-            input_ssim=ssim_y(rainy_u8, clean),
-        )
+        score = score_image(run, rainy, clean, rainy_path.name)
         report.images.append(score)
         if on_image:
             on_image(score)

@@ -29,10 +29,12 @@ def rgb_to_y(image: np.ndarray) -> np.ndarray:
 
 def psnr(a: np.ndarray | Tensor, b: np.ndarray | Tensor) -> float:
     """PSNR in dB, peak 1, of two float images (NumPy arrays or tensors alike), in float64."""
-    if isinstance(a, Tensor):
+    if isinstance(a, Tensor) and isinstance(b, Tensor):
         mse = float(torch.mean((a.double() - b.double()) ** 2))
-    else:
+    elif isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
         mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    else:
+        raise TypeError(f"psnr of a {type(a).__name__} and a {type(b).__name__}: give two arrays or two tensors")
     return float("inf") if mse == 0.0 else 10.0 * np.log10(1.0 / mse)
 
 

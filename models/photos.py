@@ -22,19 +22,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
-import http.client
 import sys
 import tarfile
 import tempfile
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from derain.models.download import download
 from derain.models.errors import DerainError
 
 LONGEST_SIDE = 512
@@ -192,31 +189,17 @@ def skimage_photos() -> dict[str, np.ndarray]:
 
 
 def fetch_package(package: Package, folder: Path, mirror: str = MIRROR) -> Path:
-    """Download `package`'s .deb from `mirror` into `folder` and check it is the pinned file."""
+    """Download `package`'s .deb from `mirror` into `folder` and check it is the pinned file.
+
+    Raises:
+        PhotoError: the download failed, was cut short or is another file; nothing is left in `folder`.
+    """
     url = f"{mirror.rstrip('/')}/{package.pool_path}"
-    path = folder / Path(package.pool_path).name
-    digest = hashlib.sha256()
-    received = 0
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(path, "wb") as f:
-            for chunk in iter(lambda: response.read(1 << 20), b""):
-                digest.update(chunk)
-                f.write(chunk)
-                received += len(chunk)
-            expected = response.headers.get("Content-Length")
-    except urllib.error.HTTPError as err:
-        raise PhotoError(f"{url}: the mirror answered HTTP {err.code} {err.reason}; name a Debian mirror that has it with --mirror, or use --no-debian") from None
-    except (OSError, http.client.HTTPException, ValueError) as err:
-        reason = getattr(err, "reason", None) or err.__class__.__name__ + (f": {err}" if str(err) else "")
-        raise PhotoError(f"{url}: cannot download ({reason}); name a reachable Debian mirror with --mirror, or use --no-debian") from None
-    if expected is not None and expected.isdigit() and received != int(expected):
-        raise PhotoError(f"{url}: the download stopped after {received} of {expected} bytes; run again, or try another --mirror")
-    if digest.hexdigest() != package.sha256:
-        raise PhotoError(
-            f"{url}: sha256 {digest.hexdigest()[:16]}..., not {package.sha256[:16]}... as Debian's index gave it; "
-            "the mirror serves another file: try another --mirror"
-        )
-    return path
+    return download(
+        url, folder / Path(package.pool_path).name, package.sha256,
+        hint="name a Debian mirror that has it with --mirror, or use --no-debian",
+        pinned_by="as Debian's index gave it", error=PhotoError,
+    )
 
 
 def debian_photos(photos: tuple[Photo, ...] = DEBIAN, mirror: str = MIRROR) -> dict[str, np.ndarray]:

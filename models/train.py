@@ -20,6 +20,7 @@ the same patches, in the same order, as one that never stopped.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import signal
@@ -43,13 +44,14 @@ from rich.progress import (
 )
 
 from derain.engines.base import EngineError, select_device
-from derain.models.brn import BRN
+from derain.models.brn import BRN, VARIANTS, derain
 from derain.models.checkpoint import load_checkpoint, save_checkpoint
-from derain.models.data import find_pairs, list_images, read_image
+from derain.models.data import find_pairs, list_images, read_image, to_uint8
 from derain.models.errors import DerainError
+from derain.models.evaluate import EvalReport, score_image
 from derain.models.files import atomic_path
 from derain.models.hub import load_model
-from derain.models.metrics import psnr_y, ssim, ssim_y, to_uint8_truncated
+from derain.models.metrics import ssim
 from derain.models.synth import RainSampler, add_rain, dead_leaves
 
 IMAGE_WEIGHT = 0.55
@@ -343,22 +345,21 @@ def _center_crop(image: np.ndarray, size: int) -> np.ndarray:
 
 @torch.no_grad()
 def validate(model: BRN, source: Source, device: torch.device, crop: int) -> dict[str, float]:
-    """Mean Y-PSNR / Y-SSIM (the paper's protocol) of the output, and Y-PSNR of the input, over
-    held-out images centre-cropped to `crop`."""
+    """Mean Y-PSNR / Y-SSIM of the output, and Y-PSNR of the input, over held-out images
+    centre-cropped to `crop`, scored as `derain eval` scores them (`evaluate.score_image`)."""
     model.eval()
-    psnrs, ssims, inputs = [], [], []
+
+    def run(batch: torch.Tensor) -> torch.Tensor:
+        return derain(model, batch.to(device))
+
+    scores = []
     for index in range(len(source)):
         rainy, clean = (_center_crop(im, crop) for im in source.full(index))
-        y = torch.from_numpy(np.ascontiguousarray(rainy)).permute(2, 0, 1)[None].to(device)
-        x, _ = model(y)
-        out = to_uint8_truncated(x[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy())
-        target = np.round(clean * 255.0).astype(np.uint8)
-        psnrs.append(psnr_y(out, target))
-        ssims.append(ssim_y(out, target))
-        inputs.append(psnr_y(to_uint8_truncated(rainy), target))
+        scores.append(score_image(run, rainy, to_uint8(clean)))
     model.train()
+    report = EvalReport("validation", "", scores)
     # The rainy input's score says whether the model helps at all.
-    return {"val_psnr": float(np.mean(psnrs)), "val_ssim": float(np.mean(ssims)), "val_input_psnr": float(np.mean(inputs))}
+    return {"val_psnr": report.mean("psnr"), "val_ssim": report.mean("ssim"), "val_input_psnr": report.mean("input_psnr")}
 
 
 # The run ------------------------------------------------------------------------------------
@@ -413,8 +414,16 @@ class _Log:
 
 
 def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
-    """Run (or resume) training as configured; returns where it stopped and what it wrote."""
+    """Run (or resume) training as configured; returns where it stopped and what it wrote.
+
+    `cfg` is left as given: what a resumed run or `--init` settles (variant, stages, ...) goes
+    into a copy, which the run's log and state record.
+
+    Raises:
+        TrainError: options that cannot train, a test set as data, or a run that cannot resume.
+    """
     console = console or Console(stderr=True, markup=False)
+    cfg = dataclasses.replace(cfg)
     check_config(cfg)
     check_not_test_set(cfg.data)
     out = Path(cfg.out)
@@ -511,7 +520,7 @@ def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
             state_path,
         )
 
-    stop = {"signal": None}
+    stop: dict[str, int | None] = {"signal": None}
 
     def on_signal(signum: int, _frame: object) -> None:
         stop["signal"] = signum
@@ -578,8 +587,15 @@ def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
 # CLI ----------------------------------------------------------------------------------------
 
 
+def config_defaults() -> dict[str, object]:
+    """TrainConfig's default for each field that has one."""
+    return {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+
+
+
 def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register `derain train`."""
+    """Register `derain train`; its defaults are TrainConfig's, so the CLI and the library agree."""
+    d = config_defaults()
     p = subparsers.add_parser(
         "train",
         help="train or fine-tune a BRN model (the paper's recipe)",
@@ -588,32 +604,32 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     p.add_argument("--data", required=True, help="paired folder (input/+target/, rain/+norain/, rainy/) or clean images with --synthetic-rain")
     p.add_argument("--synthetic-rain", action="store_true", help="--data holds clean images; synthesise rain on the fly")
     p.add_argument("--out", required=True, help="run folder: checkpoints, state.pt, log.jsonl")
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--patch", type=int, default=100, help="training patch side (default 100)")
-    p.add_argument("--batch", type=int, default=12)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--epochs", type=int, default=d["epochs"], help="default %(default)s")
+    p.add_argument("--patch", type=int, default=d["patch"], help="training patch side (default %(default)s)")
+    p.add_argument("--batch", type=int, default=d["batch"], help="default %(default)s")
+    p.add_argument("--lr", type=float, default=d["lr"], help="default %(default)g")
     p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     p.add_argument("--init", metavar="WEIGHTS", help="start from these weights (name or checkpoint path) to fine-tune")
     p.add_argument("--val", metavar="DIR", help="validation data (same kind as --data); default: a tenth of --data held out")
-    p.add_argument("--variant", choices=["brn", "brn-xr", "brn-rx", "crn"], help="default brn (or that of --init)")
+    p.add_argument("--variant", choices=list(VARIANTS), help="default brn (or that of --init)")
     p.add_argument("--stages", type=int, help="recurrent stages T (default 4, or that of --init)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--steps-per-epoch", type=int, help="default: one pass over the data's area in patches")
-    p.add_argument("--heavy-fraction", type=float, default=0.25, help="share of synthetic samples with heavy rain")
-    p.add_argument("--val-crop", type=int, default=256, help="centre crop of validation images (bounds CPU time)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--l1", type=float, default=0.0, metavar="W", help="add W x L1 of the final image to the loss (default 0: the paper's SSIM-only loss)")
+    p.add_argument("--heavy-fraction", type=float, default=d["heavy_fraction"], help="share of synthetic samples with heavy rain (default %(default)s)")
+    p.add_argument("--val-crop", type=int, default=d["val_crop"], help="centre crop of validation images (bounds CPU time; default %(default)s)")
+    p.add_argument("--seed", type=int, default=d["seed"], help="default %(default)s")
+    p.add_argument("--l1", type=float, default=d["l1"], metavar="W", help="add W x L1 of the final image to the loss (default %(default)s: the paper's SSIM-only loss)")
     p.add_argument(
         "--procedural",
         type=float,
-        default=0.0,
+        default=d["procedural"],
         metavar="F",
-        help="with --synthetic-rain, draw this share of patches from generated dead-leaves images instead of --data (default 0)",
+        help="with --synthetic-rain, draw this share of patches from generated dead-leaves images instead of --data (default %(default)s)",
     )
     p.add_argument(
         "--amp",
         choices=AMP_MODES,
-        default="auto",
+        default=d["amp"],
         help="mixed precision: FP16 on CUDA (auto: on), BF16 on the CPU (auto: off; about twice as fast on CPUs with AMX)",
     )
     p.set_defaults(func=run_train)

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import math
+import sys
+import threading
+import warnings
 from pathlib import Path
 
+import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
@@ -16,10 +21,13 @@ from conftest import OFFICIAL, RAIN100L, needs_official, needs_rain100l
 from derain.engines import (
     EngineCache,
     EngineError,
+    LossyEngineWarning,
     TiledEngine,
     build_engine,
     check_accuracy,
     choose_backend,
+    export_onnx,
+    import_problem,
     psnr_vs_fp32,
 )
 from derain.engines.base import built_shape_for, pad_batch
@@ -27,6 +35,7 @@ from derain.engines.cache import weights_hash
 from derain.engines.tiling import tile_starts
 from derain.models import derain, load_model
 from derain.models.data import read_image
+from derain.models.errors import InputError
 from derain.models.metrics import psnr_y, to_uint8_truncated
 from derain.stream.cli import main
 
@@ -50,14 +59,141 @@ def test_eager_bf16_is_close_and_guarded() -> None:
     model = random_brn(stages=2)
     engine = build_engine(model, "eager", "cpu", "bf16")
     y = torch.rand(1, 3, 16, 16)
-    assert engine.run(y).dtype == torch.bfloat16
+    assert engine.run_unchecked(y).dtype == torch.bfloat16
     assert psnr_vs_fp32(engine, model, y) < 45  # random weights amplify bf16 rounding
-    warnings: list[str] = []
+    messages: list[str] = []
     with pytest.raises(EngineError, match="--allow-lossy"):
         check_accuracy(engine, model, y)
-    assert check_accuracy(engine, model, y, allow_lossy=True, warn=warnings.append) is not None
-    assert warnings and "45 dB" in warnings[0]
+    assert check_accuracy(engine, model, y, allow_lossy=True, warn=messages.append) is not None
+    assert messages and "45 dB" in messages[0]
     assert check_accuracy(build_engine(model, "eager", "cpu", "fp32"), model, y) is None
+
+
+def test_the_engine_guards_its_first_batch_once() -> None:
+    model = random_brn(stages=2)
+    y = torch.rand(2, 3, 16, 16)
+    strict = build_engine(model, "eager", "cpu", "bf16")
+    assert strict.accuracy_db is None
+    for _ in range(2):  # refused, and refused again: a failed engine never runs
+        with pytest.raises(EngineError, match=r"^--precision bf16 on the eager engine differs from fp32 by .* dB.*--allow-lossy"):
+            strict.run(y)
+    assert strict.accuracy_db == pytest.approx(psnr_vs_fp32(strict, model, y[:1])) and strict.accuracy_db < 45
+
+    lossy = build_engine(model, "eager", "cpu", "bf16", allow_lossy=True)
+    with pytest.warns(LossyEngineWarning, match="45 dB"):
+        out = lossy.run(y)
+    assert out.shape == y.shape and lossy.accuracy_db == strict.accuracy_db
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lossy.run(y)  # once only
+
+    early = build_engine(model, "eager", "cpu", "bf16", None, True)  # the old positional order, then allow_lossy
+    with pytest.warns(LossyEngineWarning):
+        assert early.check(y, batch=2) == strict.accuracy_db
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        early.run(y)
+
+    exact = build_engine(model, "eager", "cpu", "fp32")
+    assert exact.check(y) is None and exact.accuracy_db is None and exact.run(y).dtype == torch.float32
+
+
+def test_a_tiled_engine_guards_its_first_tile() -> None:
+    model = random_brn(stages=1)
+    engine = build_engine(model, "eager", "cpu", "bf16", tile=80)
+    assert isinstance(engine, TiledEngine)
+    with pytest.raises(EngineError, match="--allow-lossy"):
+        engine.run(torch.rand(1, 3, 100, 120))
+    assert engine.accuracy_db is not None and engine.accuracy_db < 45
+    lossy = build_engine(model, "eager", "cpu", "bf16", tile=80, allow_lossy=True)
+    with pytest.warns(LossyEngineWarning):
+        assert lossy.check(torch.rand(1, 3, 100, 120)) is not None
+
+
+def test_calling_an_engine_on_images_keeps_their_shape_and_dtype() -> None:
+    model = plain_brn(stages=1)
+    engine = build_engine(model, "eager", "cpu", "fp32")
+    rng = np.random.default_rng(0)
+    rgb8 = rng.integers(0, 256, (18, 22, 3), dtype=np.uint8)
+    expected = reference(model, torch.from_numpy(rgb8).permute(2, 0, 1)[None].float() / 255)[0].permute(1, 2, 0).numpy()
+    out = engine(rgb8)
+    assert out.dtype == np.uint8 and out.shape == rgb8.shape
+    assert np.array_equal(out, np.floor(expected * 255 + 0.5).astype(np.uint8))
+    out16 = engine(rgb8.astype(np.uint16) * 257)
+    assert out16.dtype == np.uint16 and np.abs(out16.astype(np.int64) - np.round(expected * 65535)).max() <= 1
+    for dtype in (np.float32, np.float64):
+        image = (rgb8 / 255).astype(dtype)
+        result = engine(image)
+        assert result.dtype == dtype and result.shape == image.shape
+        assert np.abs(result - expected).max() < 1e-5 and 0 <= result.min() and result.max() <= 1
+    bgr_view = rgb8[:, :, ::-1][:, :, ::-1]  # a view with negative strides, as BGR<->RGB slicing gives
+    assert np.array_equal(engine(bgr_view), out)
+    batch = torch.rand(2, 3, 12, 12)
+    assert torch.equal(engine(batch), engine.run(batch))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [np.zeros((8, 8), np.uint8), np.zeros((8, 8, 4), np.uint8), np.zeros((8, 8, 3), np.int32), np.zeros((3, 8, 8), np.float32),
+     np.zeros((0, 8, 3), np.uint8), torch.zeros(3, 8, 8), torch.zeros(1, 3, 8, 8, dtype=torch.uint8), [[0, 0, 0]]],
+)
+def test_calling_an_engine_on_what_is_not_an_image_is_one_line(bad: object) -> None:
+    engine = build_engine(plain_brn(stages=1), "eager", "cpu", "fp32")
+    with pytest.raises(InputError, match=r"^engine input: [^\n]*give an? "):
+        engine(bad)  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_cudnn_flags_hold_only_while_the_engine_works(precision: str) -> None:
+    cudnn = torch.backends.cudnn
+    before = cudnn.benchmark, cudnn.allow_tf32
+    engine = build_engine(plain_brn(stages=1), "eager", "cpu", precision, allow_lossy=True)
+    seen: list[tuple[bool, bool]] = []
+    engine.module.register_forward_pre_hook(lambda *_: seen.append((cudnn.benchmark, cudnn.allow_tf32)))
+    assert (cudnn.benchmark, cudnn.allow_tf32) == before
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LossyEngineWarning)
+        engine.run(torch.rand(1, 3, 12, 12))
+    assert (cudnn.benchmark, cudnn.allow_tf32) == before
+    assert seen[0] == (True, before[1] and precision != "fp32")
+
+
+def test_onnx_export_leaves_stdout_to_the_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another thread printing while a model exports must reach the process's stdout."""
+    ours = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", ours)
+    export = torch.onnx.export
+
+    def export_while_another_thread_prints(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - torch.onnx.export's signature
+        thread = threading.Thread(target=print, args=("from another thread",))
+        thread.start()
+        thread.join()
+        assert sys.stdout is ours
+        return export(*args, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", export_while_another_thread_prints)
+    export_onnx(plain_brn(stages=1), tmp_path / "m.onnx", dynamic=False, shape=(1, 3, 16, 16))
+    assert "from another thread" in ours.getvalue()
+
+
+@pytest.fixture
+def broken_tensorrt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A torch-tensorrt that is installed but fails as it loads, as a build for another torch does."""
+    (tmp_path / "torch_tensorrt").mkdir()
+    (tmp_path / "torch_tensorrt" / "__init__.py").write_text('raise ImportError("undefined symbol: _ZN5torch3jit; built for torch 2.0")\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "torch_tensorrt", raising=False)
+
+
+def test_a_tensorrt_that_fails_to_import_is_passed_over(broken_tensorrt: None) -> None:
+    problem = import_problem("torch_tensorrt")
+    assert problem is not None and problem.startswith("installed but fails to import (ImportError: undefined symbol")
+    backend, passed = choose_backend(torch.device("cuda"))
+    assert backend != "tensorrt" and "fails to import" in passed[0]
+    from derain.engines.tensorrt import TensorRTEngine
+
+    with pytest.raises(EngineError, match=r"^--engine tensorrt: torch-tensorrt is installed but fails to import .*pip install"):
+        TensorRTEngine(plain_brn(stages=1), torch.device("cuda"))
 
 
 def test_short_batch_runs_on_a_built_larger_batch() -> None:
@@ -78,12 +214,13 @@ def test_guard_runs_the_jobs_batch_shape() -> None:
     model = plain_brn(stages=1)
     engine = build_engine(model, "eager", "cpu", "bf16")
     shapes: list[tuple[int, ...]] = []
-    run = engine.run
-    engine.run = lambda batch: shapes.append(tuple(batch.shape)) or run(batch)
+    run = engine.run_unchecked
+    engine.run_unchecked = lambda batch: shapes.append(tuple(batch.shape)) or run(batch)  # type: ignore[method-assign]
     y = torch.rand(1, 3, 16, 20)
     alone = psnr_vs_fp32(engine, model, y)
     assert psnr_vs_fp32(engine, model, y, batch=3) == pytest.approx(alone)
     assert shapes == [(1, 3, 16, 20), (3, 3, 16, 20)]
+    assert engine.check(y, batch=4) is not None and shapes[-1] == (4, 3, 16, 20)
 
 
 def test_onnx_engine_matches_model_and_uses_cache(tmp_path: Path) -> None:
@@ -164,7 +301,7 @@ def test_weights_hash_follows_weights() -> None:
     ],
 )
 def test_auto_choice(device: str, has: set[str], expected: str) -> None:
-    backend, passed = choose_backend(torch.device(device), has.__contains__)
+    backend, passed = choose_backend(torch.device(device), lambda module: None if module in has else "not installed")
     assert backend == expected
     if expected != "tensorrt":
         assert passed, "auto must say why it passed over the better backends"
@@ -250,10 +387,11 @@ def test_static_onnx_export(tmp_path: Path, tiny_checkpoint: Path) -> None:
 
 
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (torch.compile with CUDA graphs)")
+@pytest.mark.filterwarnings("ignore::derain.engines.LossyEngineWarning")
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 def test_compile_matches_fp32(precision: str) -> None:
     model = plain_brn(stages=2)
-    engine = build_engine(model, "compile", "cuda", precision)
+    engine = build_engine(model, "compile", "cuda", precision, allow_lossy=True)
     y = torch.rand(2, 3, 64, 96, device="cuda")
     assert psnr_vs_fp32(engine, model, y, batch=2) > 35
     before = engine.build_seconds

@@ -151,3 +151,16 @@ def test_every_debian_photo_has_a_licence_author_and_unique_name() -> None:
     assert len(set(names)) == len(names) == 50
     assert all(p.licence and p.author for p in photos.DEBIAN)
     assert all(len(p.package.sha256) == 64 and p.package.pool_path.endswith(".deb") for p in photos.DEBIAN)
+
+
+def test_a_failed_package_download_leaves_nothing_in_the_folder(mirror: tuple[str, Path], tmp_path: Path) -> None:
+    url, pool = mirror
+    package = _publish(pool, {"usr/share/backgrounds/wide.jpg": _jpeg(600, 1000)})
+    tampered = photos.Package(package.name, package.version, package.pool_path, "0" * 64)
+    folder = tmp_path / "debs"
+    folder.mkdir()
+    for pkg, base in ((tampered, url), (package, url.replace("/debian", "/cut/debian"))):
+        with pytest.raises(photos.PhotoError):
+            photos.fetch_package(pkg, folder, base)
+        assert list(folder.iterdir()) == []
+    assert photos.fetch_package(package, folder, url).read_bytes() == (pool / package.pool_path).read_bytes()

@@ -14,10 +14,20 @@ import torch
 from brns import random_brn
 from conftest import OFFICIAL, needs_official
 
-from derain.models import CheckpointError, load_model, resolve_weights
+from derain.models import (
+    BUILTIN_NAME,
+    CheckpointError,
+    WeightInfo,
+    derain,
+    list_weights,
+    load_model,
+    resolve_weights,
+    save_checkpoint,
+)
 from derain.models.brn import PretrainedCfg, pretrained_cfgs, to_authors_state_dict
+from derain.models.errors import InputError
 from derain.models.files import sha256_file
-from derain.models.hub import FetchError, cache_dir, fetch
+from derain.models.hub import BUILTIN_PATH, FetchError, cache_dir, fetch
 from derain.stream.cli import main
 
 
@@ -143,3 +153,71 @@ def test_a_server_that_does_not_speak_http(generated_release) -> None:
 def test_bad_fetch_options_one_line(generated_release, capsys, args: list[str], message: str) -> None:
     assert main(["weights", "fetch", "test-r100l", *args]) == 2
     assert capsys.readouterr().err.strip() == f"derain: error: {message}"
+
+
+def test_list_weights_names_every_weight_and_what_is_on_disk(generated_release, serve) -> None:
+    folder, cfg = generated_release
+    listed = {w.name: w for w in list_weights()}
+    assert list(listed)[0] == BUILTIN_NAME == "brn-builtin"
+    assert listed[BUILTIN_NAME] == WeightInfo(BUILTIN_NAME, "brn", listed[BUILTIN_NAME].training_data, "builtin", BUILTIN_PATH)
+    assert set(pretrained_cfgs) <= set(listed) and all(listed[n].source == "authors" for n in pretrained_cfgs)
+    assert listed[cfg.name].cached is None and listed[cfg.name].variant == "brn-xr"
+    fetch(cfg.name, mirror=serve(folder))
+    assert next(w for w in list_weights() if w.name == cfg.name).cached == cache_dir() / cfg.file
+    with pytest.raises(AttributeError):
+        listed[cfg.name].cached = None  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("name", [None, "brn-builtin", "builtin", "BRN-Builtin"])
+def test_the_builtin_weights_answer_to_their_name_and_old_alias(name: str | None) -> None:
+    assert resolve_weights(name) == BUILTIN_PATH
+    assert fetch(name or BUILTIN_NAME) == BUILTIN_PATH  # nothing to download
+
+
+def test_load_model_takes_a_path_like(tmp_path: Path) -> None:
+    path = save_checkpoint(random_brn("crn", stages=2), tmp_path / "m.safetensors")
+    assert load_model(path).variant == "crn" and load_model(str(path)).stages == 2
+
+
+def test_load_model_with_fewer_stages_gives_that_stages_output(tmp_path: Path) -> None:
+    full = random_brn(stages=3)
+    path = save_checkpoint(full, tmp_path / "m.safetensors")
+    y = torch.rand(1, 3, 12, 10)
+    with torch.no_grad():
+        xs, _ = full.forward_stages(y)
+        for stages in (1, 2, 3):
+            model = load_model(path, stages=stages)
+            assert model.stages == stages
+            assert torch.allclose(derain(model, y), xs[stages - 1].clamp(0, 1), atol=1e-6)
+
+
+@pytest.mark.parametrize("stages", [0, 4, -1, 1.5, True])
+def test_load_model_refuses_stages_the_checkpoint_lacks(tmp_path: Path, stages: object) -> None:
+    path = save_checkpoint(random_brn(stages=3), tmp_path / "m.safetensors")
+    with pytest.raises(InputError, match=r"^stages=.*: m\.safetensors has 3 recurrent stages; give 1 to 3"):
+        load_model(path, stages=stages)  # type: ignore[arg-type]
+
+
+class CutHandler(QuietHandler):
+    """Announces the whole file, sends a third and hangs up, as a dropped connection does."""
+
+    def do_GET(self) -> None:
+        data = Path(self.translate_path(self.path)).read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data[: len(data) // 3])
+        self.close_connection = True
+
+
+def test_a_cut_download_says_so_and_leaves_nothing(generated_release) -> None:
+    folder, cfg = generated_release
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(CutHandler, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(FetchError, match=r"stopped after \d+ of \d+ bytes; run again, or check the network"):
+            fetch(cfg.name, mirror=f"http://127.0.0.1:{server.server_address[1]}/")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert list(cache_dir().iterdir()) == []
