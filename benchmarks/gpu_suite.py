@@ -29,7 +29,7 @@ then the suite, carrying .whl, .gpu/BRN_R100L.pth and .gpu/Rain100L:
     PYTHONUNBUFFERED=1 python3 benchmarks/gpu_suite.py --weights .gpu/BRN_R100L.pth --data .gpu/Rain100L --out $OUT
 and the speed table (issue 5) in the next call, carrying .whl alone; every compile row builds
 its shape once (tens of seconds), so split the resolutions over calls if it runs long:
-    python3 -m derain.stream.cli bench --device cuda --resolution 1280x720,1920x1080 --batch 1,2,4,8 \
+    python3 -m derain bench --device cuda --resolution 1280x720,1920x1080 --batch 1,2,4,8 \
         --engine eager,compile --precision fp16,bf16,fp32 --json $OUT/bench.json
 
 The built-in weights (issue 7) train far faster there than on a CPU. Copy the 62 training
@@ -37,7 +37,7 @@ photos (17 MB; `python -m derain.models.photos out/clean-photos` makes them, see
 models/weights/MODEL_CARD.md) with `cp -r out/clean-photos .gpu/clean-photos`, then in one call
 carrying .whl and .gpu/clean-photos (about 51 MiB), after the installs (`timeout` sends
 SIGTERM, after which the run saves and can resume):
-    timeout 570 python3 -m derain.stream.cli train --data .gpu/clean-photos --synthetic-rain --out /tmp/train \
+    timeout 570 python3 -m derain train --data .gpu/clean-photos --synthetic-rain --out /tmp/train \
         --init builtin --l1 1.0 --heavy-fraction 0.1 --procedural 0.3 --epochs 40 --steps-per-epoch 250 --device cuda
     cp /tmp/train/last.safetensors /tmp/train/log.jsonl $OUT/
 Pick --epochs x --steps-per-epoch from the steps/s the first epoch logs, so that the learning

@@ -86,7 +86,7 @@ class AccuracyGuard:
                     elif self.warn is not None:
                         self.warn(message + "; going on because of --allow-lossy")
                     else:
-                        warnings.warn(message + "; going on because allow_lossy is set", LossyEngineWarning, stacklevel=3)
+                        warnings.warn(message + "; going on because of allow_lossy", LossyEngineWarning, stacklevel=3)
                 if self._refusal is None:
                     self.done, self._model = True, None  # the reference is not needed again
         if self._refusal is not None:

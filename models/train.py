@@ -19,7 +19,6 @@ the same patches, in the same order, as one that never stopped.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -44,7 +43,7 @@ from rich.progress import (
 )
 
 from derain.engines.base import EngineError, select_device
-from derain.models.brn import BRN, VARIANTS, derain
+from derain.models.brn import BRN, derain
 from derain.models.checkpoint import load_checkpoint, save_checkpoint
 from derain.models.data import find_pairs, list_images, read_image, to_uint8
 from derain.models.errors import DerainError
@@ -582,64 +581,3 @@ def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
     result.last = out / LAST_FILE
     result.best = out / BEST_FILE if (out / BEST_FILE).is_file() else None
     return result
-
-
-# CLI ----------------------------------------------------------------------------------------
-
-
-def config_defaults() -> dict[str, object]:
-    """TrainConfig's default for each field that has one."""
-    return {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
-
-
-
-def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register `derain train`; its defaults are TrainConfig's, so the CLI and the library agree."""
-    d = config_defaults()
-    p = subparsers.add_parser(
-        "train",
-        help="train or fine-tune a BRN model (the paper's recipe)",
-        description=__doc__.split("\n\n")[1],
-    )
-    p.add_argument("--data", required=True, help="paired folder (input/+target/, rain/+norain/, rainy/) or clean images with --synthetic-rain")
-    p.add_argument("--synthetic-rain", action="store_true", help="--data holds clean images; synthesise rain on the fly")
-    p.add_argument("--out", required=True, help="run folder: checkpoints, state.pt, log.jsonl")
-    p.add_argument("--epochs", type=int, default=d["epochs"], help="default %(default)s")
-    p.add_argument("--patch", type=int, default=d["patch"], help="training patch side (default %(default)s)")
-    p.add_argument("--batch", type=int, default=d["batch"], help="default %(default)s")
-    p.add_argument("--lr", type=float, default=d["lr"], help="default %(default)g")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
-    p.add_argument("--init", metavar="WEIGHTS", help="start from these weights (name or checkpoint path) to fine-tune")
-    p.add_argument("--val", metavar="DIR", help="validation data (same kind as --data); default: a tenth of --data held out")
-    p.add_argument("--variant", choices=list(VARIANTS), help="default brn (or that of --init)")
-    p.add_argument("--stages", type=int, help="recurrent stages T (default 4, or that of --init)")
-    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    p.add_argument("--steps-per-epoch", type=int, help="default: one pass over the data's area in patches")
-    p.add_argument("--heavy-fraction", type=float, default=d["heavy_fraction"], help="share of synthetic samples with heavy rain (default %(default)s)")
-    p.add_argument("--val-crop", type=int, default=d["val_crop"], help="centre crop of validation images (bounds CPU time; default %(default)s)")
-    p.add_argument("--seed", type=int, default=d["seed"], help="default %(default)s")
-    p.add_argument("--l1", type=float, default=d["l1"], metavar="W", help="add W x L1 of the final image to the loss (default %(default)s: the paper's SSIM-only loss)")
-    p.add_argument(
-        "--procedural",
-        type=float,
-        default=d["procedural"],
-        metavar="F",
-        help="with --synthetic-rain, draw this share of patches from generated dead-leaves images instead of --data (default %(default)s)",
-    )
-    p.add_argument(
-        "--amp",
-        choices=AMP_MODES,
-        default=d["amp"],
-        help="mixed precision: FP16 on CUDA (auto: on), BF16 on the CPU (auto: off; about twice as fast on CPUs with AMX)",
-    )
-    p.set_defaults(func=run_train)
-    return p
-
-
-def run_train(args: argparse.Namespace) -> int:
-    keys = TrainConfig.__dataclass_fields__
-    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in keys})
-    console = Console(stderr=True, markup=False)  # paths may hold [brackets]
-    result = train(cfg, console)
-    console.print(f"final checkpoint: {result.last}" + (f"  best: {result.best}" if result.best else ""), soft_wrap=True)
-    return 128 + result.stopped_by if result.stopped_by else 0  # 130 for Ctrl-C, 143 for SIGTERM, as a shell reports them

@@ -207,11 +207,13 @@ def run_live(
     stats: LiveStats | None = None,
     on_start: Callable[[Source], contextlib.AbstractContextManager] | None = None,
     preview: Callable[[np.ndarray], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> LiveSummary:
-    """Derain `job.source` until it ends for good, gives up reconnecting, or a signal stops it.
+    """Derain `job.source` until it ends for good, gives up reconnecting, or is stopped: by
+    Ctrl-C (KeyboardInterrupt), SIGTERM (`Terminated`) or another thread setting `stop`.
 
-    A stop by Ctrl-C (KeyboardInterrupt) or SIGTERM (`Terminated`) comes back as
-    `stopped_by`; the recording is finalised in every case. Errors before the first frame
+    How it stopped comes back as `stopped_by` ("SIGINT", "SIGTERM", "stop", ...); the
+    recording is finalised in every case. Errors before the first frame
     (a source that cannot be opened, an unusable sink) raise LiveError.
     """
     if job.drop_policy not in DROP_POLICIES:
@@ -238,7 +240,7 @@ def run_live(
         _discard([recording, restream])
         source.close()
         raise
-    return live.run(on_start)
+    return live.run(on_start, stop)
 
 
 def _open_first(job: LiveJob) -> Source:
@@ -347,6 +349,7 @@ class _Live:
         self.warnings: list[str] = []
         self._warnings_lock = threading.Lock()
         self.end_reason: str | None = None  # set by the reader when the source is gone for good
+        self.stopped_by_caller = False
         self.read_failure: Exception | None = None  # a played file that broke: reported once its frames are out
         self.reader = self.runtime.worker("derain-live-read", self.read)
         self.writer = self.runtime.worker("derain-live-output", self.output)
@@ -512,11 +515,17 @@ class _Live:
         self.stats.note(text)
 
     # -- the whole run -------------------------------------------------------------------------
-    def run(self, on_start: Callable[[Source], contextlib.AbstractContextManager] | None) -> LiveSummary:
+    def run(self, on_start: Callable[[Source], contextlib.AbstractContextManager] | None,
+            stop: threading.Event | None = None) -> LiveSummary:
         job = self.job
         summary = LiveSummary(job.source.text, str(job.output) if job.output else None, job.restream, {})
         context = on_start(self.first) if on_start else contextlib.nullcontext()
+        watcher = threading.Thread(target=self._watch, args=(stop,), name="derain-live-stop", daemon=True) if stop else None
+        if watcher is not None:
+            watcher.start()
         outcome = self.runtime.run(context, self._main, self._finish, second_sigint_forces=True)
+        if watcher is not None:
+            watcher.join()
         failure = outcome.failure
         if failure is not None:
             if not outcome.started or not isinstance(failure, MIDFILE_ERRORS):
@@ -525,12 +534,21 @@ class _Live:
             summary.error = message(failure)
         elif outcome.signal is not None:
             summary.stopped_by = outcome.signal
+        elif self.stopped_by_caller:
+            summary.stopped_by = "stop"
         elif self.end_reason:
             summary.stopped_by = self.end_reason
         summary.stats = self.stats.snapshot(recent=False)
         summary.warnings = self.warnings
         summary.recording_written = job.output is not None and self.recording is not None and self.recording.frames > 0 and job.output.exists()
         return summary
+
+    def _watch(self, stop: threading.Event) -> None:
+        """The caller's `stop` stops the job; the thread ends with the job either way."""
+        while not self.stop.is_set():
+            if stop.wait(0.1):
+                self.stopped_by_caller = True
+                self.stop.set()
 
     def _main(self) -> None:
         if self.job.source.kind == "file":

@@ -20,9 +20,9 @@ from derain.benchmarks.baseline import AuthorsBaseline, AuthorsBRN
 from derain.benchmarks.harness import FramePool
 from derain.benchmarks.roofline import frame_cost
 from derain.benchmarks.runner import Plan, run_bench
+from derain.cli import build_parser, main
 from derain.engines.eager import EagerEngine
 from derain.models.brn import BRN, VARIANTS, conv_flops
-from derain.stream.cli import build_parser, main
 
 ROW_FIELDS = {
     "engine", "precision", "batch", "height", "width", "fps", "latency_ms_p50", "latency_ms_p99",
@@ -156,7 +156,7 @@ def test_frame_pool_batches_rotate_through_every_frame() -> None:
 
 def test_cli_writes_the_json(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    cmd = [sys.executable, "-m", "derain.stream.cli", "bench", "--device", "cpu", "--resolution", "64x48", "--batch", "1",
+    cmd = [sys.executable, "-m", "derain", "bench", "--device", "cpu", "--resolution", "64x48", "--batch", "1",
            "--engine", "eager", "--precision", "fp32", "--json", str(out), "--stages", "1", "--iterations", "1"]
     done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120, env={**os.environ, **ONE_THREAD})
     assert done.returncode == 0, done.stderr

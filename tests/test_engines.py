@@ -18,6 +18,7 @@ import torch
 from brns import plain_brn, random_brn
 from conftest import OFFICIAL, RAIN100L, needs_official, needs_rain100l
 
+from derain.cli import main
 from derain.engines import (
     EngineCache,
     EngineError,
@@ -37,7 +38,6 @@ from derain.models import derain, load_model
 from derain.models.data import read_image
 from derain.models.errors import InputError
 from derain.models.metrics import psnr_y, to_uint8_truncated
-from derain.stream.cli import main
 
 CUDA = torch.cuda.is_available()
 

@@ -13,9 +13,9 @@ import pytest
 import torch
 from conftest import OFFICIAL, RAIN100L, needs_official, needs_rain100l
 
+from derain.cli import main
 from derain.models import derain, load_checkpoint
 from derain.models.data import find_pairs, read_image
-from derain.stream.cli import main
 
 
 def write(path: Path, image: np.ndarray) -> Path:
@@ -217,7 +217,7 @@ def test_rain100l_subset_with_authors_checkpoint(tmp_path: Path) -> None:
     """
     report = tmp_path / "r.json"
     subprocess.run(
-        [sys.executable, "-m", "derain.stream.cli", "eval", str(RAIN100L), "--limit", "5", "--device", "cpu",
+        [sys.executable, "-m", "derain", "eval", str(RAIN100L), "--limit", "5", "--device", "cpu",
          "--weights", str(OFFICIAL / "BRN_R100L.pth"), "--json", str(report)],
         check=True, capture_output=True,
     )

@@ -205,7 +205,7 @@ def test_backoff_grows_with_jitter_and_caps() -> None:
 
 def test_unknown_scheme_is_a_clear_cli_error() -> None:
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "derain.stream.cli", "live", "gopher://127.0.0.1/x", "--device", "cpu"],
+    done = subprocess.run([sys.executable, "-m", "derain", "live", "gopher://127.0.0.1/x", "--device", "cpu"],
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2
     assert "unknown scheme gopher://" in done.stderr
@@ -494,7 +494,7 @@ def test_cli_stops_on_a_signal_with_exit_0_and_a_playable_recording(
     out, stats_file = tmp_path / "rec.mp4", tmp_path / "live.jsonl"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two cores: torch threads would only spin against the others
     process = subprocess.Popen(
-        [sys.executable, "-m", "derain.stream.cli", "live", server.url, "-o", str(out), "--weights", str(tiny_checkpoint),
+        [sys.executable, "-m", "derain", "live", server.url, "-o", str(out), "--weights", str(tiny_checkpoint),
          "--device", "cpu", "--json", str(stats_file), "--timeout", "3"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )

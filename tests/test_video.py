@@ -20,8 +20,8 @@ from brns import random_brn
 from stand_ins import IdentityEngine, ModelEngine
 from videos import corrupt_jpeg, make_resizing_mjpeg, make_video, remux, video_info
 
+from derain.cli import main
 from derain.models import save_checkpoint
-from derain.stream.cli import main
 from derain.stream.color import from_rgb, to_rgb
 from derain.stream.decode import InputError
 from derain.stream.encode import EncodeOptions, OutputError
@@ -260,7 +260,7 @@ def test_sigint_mid_file_finalises_the_output(tmp_path: Path, tiny_checkpoint: P
     # Long enough (about 15 s on a quiet 2-core box) that the signal always lands mid-file.
     src = make_video(tmp_path / "in.mp4", frames=1000, size=(64, 48), audio="aac")
     dst, report = tmp_path / "out.mp4", tmp_path / "summary.json"
-    cmd = [sys.executable, "-m", "derain.stream.cli", "video", str(src), "-o", str(dst),
+    cmd = [sys.executable, "-m", "derain", "video", str(src), "-o", str(dst),
            "--weights", str(tiny_checkpoint), "--device", "cpu", "--json", str(report)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "COLUMNS": "200"})

@@ -14,6 +14,7 @@ import torch
 from brns import random_brn
 from conftest import OFFICIAL, needs_official
 
+from derain.cli import main
 from derain.models import (
     BUILTIN_NAME,
     CheckpointError,
@@ -28,7 +29,6 @@ from derain.models.brn import PretrainedCfg, pretrained_cfgs, to_authors_state_d
 from derain.models.errors import InputError
 from derain.models.files import sha256_file
 from derain.models.hub import BUILTIN_PATH, FetchError, cache_dir, fetch
-from derain.stream.cli import main
 
 
 @pytest.fixture
@@ -118,7 +118,7 @@ def test_cli_fetch_from_mirror_env_then_list(serve, monkeypatch: pytest.MonkeyPa
     assert load_model("crn-r100h").variant == "crn"
     capsys.readouterr()
     assert main(["weights", "list"]) == 0
-    listing = capsys.readouterr().err
+    listing = capsys.readouterr().out  # a result: on stdout, for `derain weights list | grep`
     assert "brn-r100l" in listing and "brn-xr-r100h" in listing and str(cache_dir()) in listing.replace("\n", "")
 
 

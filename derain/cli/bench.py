@@ -1,43 +1,39 @@
-"""`derain bench`: how fast BRN runs here, against the authors' baseline and the roofline."""
+"""`derain bench`: how fast BRN runs here, against the authors' baseline and the roofline.
+
+Results (the tables and the legend) go to stdout; progress, notes and skipped rows to stderr.
+"""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import torch
-from rich import box
-from rich.console import Console
-from rich.table import Table
+from derain.cli.options import ENGINES, PRECISIONS, whole_number
 
-from derain.benchmarks.end_to_end import video_size
-from derain.benchmarks.runner import Plan, run_bench
-from derain.engines import BACKENDS, PRECISIONS, select_device
-from derain.models.brn import BRN, VARIANTS
-from derain.models.errors import InputError
-from derain.models.hub import load_model
-from derain.stream.options import check_json_option, console, whole_number, write_json
+if TYPE_CHECKING:
+    import torch
+    from rich.table import Table
 
+    from derain.benchmarks.runner import Plan
+    from derain.models.brn import BRN
+
+VARIANTS = ("brn", "brn-xr", "brn-rx", "crn")  # derain.models.brn.VARIANTS
 GPU_RESOLUTIONS = [(640, 360), (1280, 720), (1920, 1080), (3840, 2160)]
 # A 160x120 frame takes about half a second on a 2-core CPU: enough to see the shape of things.
 CPU_RESOLUTIONS = [(160, 120)]
-DEFAULTS = {  # (GPU, CPU)
+DEFAULTS: dict[str, tuple[Any, Any]] = {  # (GPU, CPU)
     "resolution": (GPU_RESOLUTIONS, CPU_RESOLUTIONS),
     "batch": ([1, 2, 4, 8], [1]),
     "precision": (["fp16"], ["fp32"]),
     "iterations": (50, 5),
     "warmup": (10, 1),
 }
-PIPED_WIDTH = 140
 
 
-class BenchError(InputError):
-    """A bench option that cannot be honoured, with what to do instead."""
-
-
-def comma_list(parse: Callable[[str], object], what: str) -> Callable[[str], list]:
-    def parse_list(text: str) -> list:
+def comma_list(parse: Callable[[str], object], what: str) -> Callable[[str], list[Any]]:
+    def parse_list(text: str) -> list[Any]:
         items = [item.strip() for item in text.split(",") if item.strip()]
         if not items:
             raise argparse.ArgumentTypeError(f"{text!r}: give one or more {what}, separated by commas")
@@ -69,17 +65,17 @@ def choice(options: tuple[str, ...] | dict[str, object]) -> Callable[[str], str]
     return parse
 
 
-def add_bench_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="frames per second here, against the authors' baseline and the roofline")
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("bench", help="frames per second here, against the authors' baseline and the roofline", description=__doc__)
     p.add_argument("--resolution", type=comma_list(resolution, "WIDTHxHEIGHT sizes"), metavar="WxH[,WxH...]",
                    help="default: 640x360,1280x720,1920x1080,3840x2160 on a GPU, 160x120 on the CPU")
     p.add_argument("--batch", type=comma_list(positive, "batch sizes"), metavar="N[,N...]",
                    help="frames per engine call; default: 1,2,4,8 on a GPU, 1 on the CPU")
-    p.add_argument("--engine", type=comma_list(choice(BACKENDS), "engines"), default=["auto"], metavar="NAME[,NAME...]",
-                   help=f"any of {', '.join(BACKENDS)} (default: auto)")
+    p.add_argument("--engine", type=comma_list(choice(ENGINES), "engines"), default=["auto"], metavar="NAME[,NAME...]",
+                   help=f"any of {', '.join(ENGINES)} (default: auto)")
     p.add_argument("--precision", type=comma_list(choice(PRECISIONS), "precisions"), metavar="P[,P...]",
                    help=f"any of {', '.join(PRECISIONS)}; default: fp16 on a GPU, fp32 on the CPU")
-    p.add_argument("--variant", choices=tuple(VARIANTS), help="model variant (default: brn, or the one in --weights)")
+    p.add_argument("--variant", choices=VARIANTS, help="model variant (default: brn, or the one in --weights)")
     p.add_argument("--stages", type=positive, metavar="T", help="recurrent stages (default: 4, or the one in --weights)")
     p.add_argument("--weights", metavar="NAME|PATH",
                    help="registry name or checkpoint file; default: random weights (speed does not depend on their values)")
@@ -90,17 +86,23 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input", type=Path, metavar="VIDEO",
                    help="end-to-end mode: also run the whole pipeline on this file, and a plain PyAV transcode of it")
     p.add_argument("--json", metavar="FILE", help="also write the full report as JSON (replaced if it exists)")
-    p.set_defaults(func=cmd_bench)
+    p.set_defaults(func=run)
 
 
 def bench_model(args: argparse.Namespace) -> tuple[BRN, str]:
     """The model to time and how to describe its weights."""
+    import torch
+
+    from derain.models.brn import BRN
+    from derain.models.errors import InputError
+    from derain.models.hub import load_model
+
     if args.weights is None:
         torch.manual_seed(0)
         return BRN(args.variant or "brn", args.stages or 4).eval(), "random (speed does not depend on weight values)"
     model = load_model(args.weights)
     if args.variant and args.variant != model.variant:
-        raise BenchError(f"--variant {args.variant}: {args.weights} holds a {model.variant} model; drop --variant or pick other --weights")
+        raise InputError(f"--variant {args.variant}: {args.weights} holds a {model.variant} model; drop --variant or pick other --weights")
     if args.stages and args.stages != model.stages:
         # Stages share their weights, so the same checkpoint runs for any number of them.
         staged = BRN(model.variant, args.stages)
@@ -110,12 +112,17 @@ def bench_model(args: argparse.Namespace) -> tuple[BRN, str]:
 
 
 def plan_from_args(args: argparse.Namespace, device: torch.device) -> Plan:
+    from derain.benchmarks.end_to_end import video_size
+    from derain.benchmarks.runner import Plan
+    from derain.cli.options import check_json_option
+    from derain.models.errors import InputError
+
     gpu = 0 if device.type == "cuda" else 1
     pick = {name: getattr(args, name) or defaults[gpu] for name, defaults in DEFAULTS.items()}
     check_json_option(args.json, overwrite=True)
     if args.input is not None:
         if args.resolution:
-            raise BenchError(f"--resolution: with --input the size is the video's ({args.input}); drop --resolution")
+            raise InputError(f"--resolution: with --input the size is the video's ({args.input}); drop --resolution")
         pick["resolution"] = [video_size(args.input)]
     return Plan(pick["resolution"], pick["batch"], args.engine, pick["precision"], pick["iterations"], pick["warmup"], args.input)
 
@@ -124,8 +131,11 @@ def _pct(share: float) -> str:
     return f"{100 * share:.3g}%"
 
 
-def results_tables(report: dict) -> list[Table]:
+def results_tables(report: dict[str, Any]) -> list[Table]:
     """One table per resolution: the baseline first, then every engine row."""
+    from rich import box
+    from rich.table import Table
+
     tables = []
     e2e = report["transcode"] is not None
     for base in report["baseline"]:
@@ -149,7 +159,7 @@ def results_tables(report: dict) -> list[Table]:
     return tables
 
 
-def legend(report: dict) -> list[str]:
+def legend(report: dict[str, Any]) -> list[str]:
     model, peaks, device = report["model"], report["peaks"], report["device"]
     lines = [
         f"{model['variant'].upper()} T={model['stages']} on {device['gpu'] or device['cpu']}; torch {device['torch']}",
@@ -165,34 +175,33 @@ def legend(report: dict) -> list[str]:
     return lines
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    from derain.benchmarks.runner import run_bench
+    from derain.cli.console import err, out
+    from derain.cli.options import write_json
+    from derain.engines import select_device
+
     device = select_device(args.device)
-    try:
-        model, weights = bench_model(args)
-        plan = plan_from_args(args, device)
-    except BenchError as err:
-        console.print(f"derain: error: {err}", style="red", soft_wrap=True)
-        return 2
-    console.print(f"{model.variant.upper()} T={model.stages}, weights: {weights}; {device}; "
-                  f"{plan.iterations} timed calls per row after {plan.warmup} warm-up", style="dim")
+    model, weights = bench_model(args)
+    plan = plan_from_args(args, device)
+    err.print(f"{model.variant.upper()} T={model.stages}, weights: {weights}; {device}; "
+              f"{plan.iterations} timed calls per row after {plan.warmup} warm-up", style="dim")
 
-    def progress(row: dict) -> None:
-        console.print(f"  {row['width']}x{row['height']} {row['engine']} {row['precision']} "
-                      f"batch {row['batch']}: {row['fps']:.3g} fps", style="dim")
+    def progress(row: dict[str, Any]) -> None:
+        err.print(f"  {row['width']}x{row['height']} {row['engine']} {row['precision']} "
+                  f"batch {row['batch']}: {row['fps']:.3g} fps", style="dim")
 
-    report = run_bench(model, device, plan, weights, progress)
-    # Piped output (a log, RESULTS.md) is not cut to 80 columns; a terminal keeps its own width.
-    out = console if console.is_terminal else Console(stderr=True, highlight=False, markup=False, width=PIPED_WIDTH)
+    report: dict[str, Any] = run_bench(model, device, plan, weights, progress)
     for table in results_tables(report):
         out.print(table)
     for line in legend(report):
         out.print(line, style="dim")
     for note in report["notes"]:
-        console.print(f"note: {note}", style="dim")
+        err.print(f"note: {note}", style="dim")
     for item in report["skipped"]:
         where = f" at batch {item['batch']} {item['width']}x{item['height']}" if "batch" in item else ""
-        console.print(f"skipped {item['engine']} {item['precision']}{where}: {item['reason']}", style="yellow")
+        err.print(f"skipped {item['engine']} {item['precision']}{where}: {item['reason']}", style="yellow")
     if args.json:
         write_json(args.json, report)
-        console.print(f"report written to {args.json}", style="dim")
+        err.print(f"report written to {args.json}", style="dim")
     return 0

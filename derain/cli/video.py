@@ -13,39 +13,19 @@ import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from derain.models.errors import InputError
-from derain.stream.decode import Source
-from derain.stream.encode import EncodeOptions, Sink
-from derain.stream.options import (
-    add_engine_options,
-    check_json_option,
-    console,
-    engine_from_args,
-    guard_first_frame,
-    open_preview,
-    write_json,
-)
-from derain.stream.pipeline import Terminated, VideoJob, check_paths, run_video
-from derain.stream.stats import Stats, Summary, progress_bar
+from derain.cli.options import EXIT_ERROR, EXIT_SIGINT, EXIT_SIGTERM, add_encode_options, add_engine_options
 
-EXIT_ERROR, EXIT_SIGINT, EXIT_SIGTERM = 1, 130, 143
+if TYPE_CHECKING:
+    from derain.api import VideoReport
+    from derain.stream.decode import Source
+    from derain.stream.encode import Sink
 
 
-def add_encode_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--codec", metavar="NAME", help="video encoder (default by output name: H.264 for .mp4/.mkv/.mov, VP9 for .webm, MJPEG for .avi)")
-    parser.add_argument("--crf", type=float, metavar="Q", help="constant quality for x264/x265/VP9/AV1 (0 is lossless in x264; default 18 for x264)")
-    parser.add_argument("--bitrate", metavar="RATE", help="target bit rate, e.g. 4M or 800k")
-    parser.add_argument("--preset", metavar="NAME", help="encoder speed preset (x264/x265/SVT-AV1), e.g. veryfast, medium, slow")
-
-
-def add_video_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "video",
-        help="derain a video file (audio and subtitles are copied untouched)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("video", help="derain a video file (audio and subtitles are copied untouched)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", type=Path, metavar="INPUT", help="video file")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUTPUT", help="output video file; its name picks the container")
     p.add_argument("--batch", type=int, default=1, metavar="N", help="frames per engine call (default 1; 4-8 helps on a GPU)")
@@ -58,12 +38,14 @@ def add_video_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT (and the --json file) if it exists")
     p.add_argument("--no-partial", action="store_true", help="if the job stops early, delete the output instead of keeping the frames done")
     add_engine_options(p)
-    p.set_defaults(func=cmd_video)
+    p.set_defaults(func=run)
 
 
 @contextlib.contextmanager
 def sigterm_as_exception() -> Iterator[None]:
     """SIGTERM raises `Terminated` in the main thread, so it finalises the output like Ctrl-C."""
+    from derain.stream.pipeline import Terminated
+
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -78,55 +60,55 @@ def sigterm_as_exception() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def report(summary: Summary) -> int:
+def report(summary: VideoReport) -> int:
     """Print the outcome and the stage table; the exit status for it."""
-    console.print(summary.table())
+    from derain.cli.console import err, out, warn
+
+    err.print(summary.table())
     if summary.corrupt_packets:
-        console.print(
-            f"derain: {summary.input}: {summary.corrupt_packets} corrupt video packet(s) could not be decoded "
-            "and were skipped, as ffmpeg skips them", style="yellow", soft_wrap=True,
-        )
+        warn(f"{summary.input}: {summary.corrupt_packets} corrupt video packet(s) could not be decoded "
+             "and were skipped, as ffmpeg skips them")
     where = summary.output if summary.output_kept else "nothing (output removed)"
     if summary.complete:
-        console.print(f"{summary.input} -> {summary.output}: {summary.frames} frames, {summary.fps:.2f} fps")
+        out.print(f"{summary.input} -> {summary.output}: {summary.frames} frames, {summary.fps:.2f} fps")
         return 0
     why = f"interrupted ({summary.interrupted})" if summary.interrupted else f"stopped by an error: {summary.error}"
     kept = f"{summary.frames} frames written to {where}" if summary.output_kept else f"{summary.frames} frames were done; {where}"
-    console.print(f"derain: {why}; {kept}", style="yellow", soft_wrap=True)
+    warn(f"{why}; {kept}")
     if summary.interrupted == "SIGTERM":
         return EXIT_SIGTERM
     return EXIT_SIGINT if summary.interrupted else EXIT_ERROR
 
 
-def cmd_video(args: argparse.Namespace) -> int:
-    if args.start < 0 or (args.duration is not None and args.duration <= 0):
-        raise InputError(f"--start {args.start} / --duration {args.duration}: need --start >= 0 and --duration > 0")
-    job = VideoJob(
-        input=args.input, output=args.output, batch=args.batch, start=args.start, duration=args.duration,
-        compare=args.compare, encode=EncodeOptions(args.codec, args.crf, args.bitrate, args.preset),
-        overwrite=args.overwrite, keep_partial=not args.no_partial,
-    )
-    check_paths(job)  # before the model loads: a refusal should be instant
+def run(args: argparse.Namespace) -> int:
+    import derain
+    from derain.cli.console import err
+    from derain.cli.options import check_json_option, engine_options, open_preview, write_json
+    from derain.cli.progress import VideoBar
+
     check_json_option(args.json, args.overwrite)
-    model, engine = engine_from_args(args)
     preview = open_preview(args, f"derain: {args.input.name}")
-    stats = Stats()
+    bar = VideoBar(args.input.name)
 
     @contextlib.contextmanager
     def on_start(source: Source, sink: Sink) -> Iterator[None]:
-        guard_first_frame(args, engine, model, source, args.batch)
-        console.print(
+        err.print(
             f"{source.path}: {source.width}x{source.height} {source.layout.format}, "
             f"{float(source.rate or 0):.3g} fps, {len(source.passthrough)} stream(s) copied -> "
             f"{sink.path}: {sink.codec_name} {sink.layout.format}",
             style="dim",
         )
-        with progress_bar(console, stats, source.expected_frames, args.input.name):
+        with bar.shown(source.expected_frames):
             yield
 
     try:
         with sigterm_as_exception():
-            summary = run_video(job, engine, stats, on_start, preview)
+            summary = derain.video(
+                args.input, args.output, batch=args.batch, compare=args.compare, start=args.start, duration=args.duration,
+                codec=args.codec, crf=args.crf, bitrate=args.bitrate, preset=args.preset, overwrite=args.overwrite,
+                keep_partial=not args.no_partial, on_start=on_start, on_progress=bar.update, preview=preview,
+                **engine_options(args),
+            )
     finally:
         if preview is not None:
             preview.close()

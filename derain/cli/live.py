@@ -20,30 +20,22 @@ import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.live import Live
-from rich.table import Table
-from rich.text import Text
+from derain.cli.options import EXIT_ERROR, EXIT_SIGINT, add_encode_options, add_engine_options
 
-from derain.models.errors import InputError
-from derain.stream.decode import Source
-from derain.stream.encode import CODEC_BY_SUFFIX, EncodeOptions
-from derain.stream.live_pipeline import DROP_POLICIES, LiveJob, LiveStats, LiveSummary, json_lines, run_live
-from derain.stream.options import add_engine_options, console, engine_from_args, guard_first_frame, open_preview
-from derain.stream.pipeline import Terminated
-from derain.stream.sources import parse_source
-from derain.stream.stats import periodic
-from derain.stream.video import EXIT_ERROR, EXIT_SIGINT, add_encode_options, sigterm_as_exception
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from derain.stream.decode import Source
+    from derain.stream.live_pipeline import LiveStats, LiveSummary
+
+DROP_POLICIES = ("oldest", "every-nth")  # derain.stream.live_pipeline.DROP_POLICIES
 
 
-def add_live_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "live",
-        help="derain a camera or network stream live (record, re-stream, display)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("live", help="derain a camera or network stream live (record, re-stream, display)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("source", metavar="SOURCE", help="stream URL, camera or (with --realtime) file")
     p.add_argument("-o", "--output", type=Path, metavar="FILE", help="record the derained stream (.mkv survives a crash best)")
     p.add_argument("--restream", metavar="URL", help="send the derained stream on: rtsp://HOST:PORT/PATH, udp://HOST:PORT or tcp://HOST:PORT")
@@ -60,10 +52,12 @@ def add_live_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", type=Path, metavar="FILE", help="append a JSON stats line every second, and the summary at the end")
     p.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
     add_engine_options(p)
-    p.set_defaults(func=cmd_live)
+    p.set_defaults(func=run)
 
 
-def _input_options(pairs: list[str]) -> dict[str, str]:
+def input_options(pairs: list[str]) -> dict[str, str]:
+    from derain.models.errors import InputError
+
     options = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -76,12 +70,14 @@ def _input_options(pairs: list[str]) -> dict[str, str]:
 @contextlib.contextmanager
 def second_interrupt_forces() -> Iterator[None]:
     """The first Ctrl-C stops the job cleanly; a second one, while it finalises, exits at once."""
+    from derain.cli.console import err
+
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def force(signum: int, frame: object) -> None:
-        console.print("derain: forced to stop; the recording may not be playable", style="red")
+        err.print("derain: forced to stop; the recording may not be playable", style="red")
         os._exit(EXIT_SIGINT)
 
     def first(signum: int, frame: object) -> None:
@@ -96,6 +92,9 @@ def second_interrupt_forces() -> Iterator[None]:
 
 
 def _panel(stats: LiveStats, title: str) -> Table:
+    from rich.table import Table
+    from rich.text import Text
+
     snap = stats.snapshot()
     table = Table(title=title, show_header=False, box=None)
     table.add_column(style="dim")
@@ -110,13 +109,18 @@ def _panel(stats: LiveStats, title: str) -> Table:
 
 
 @contextlib.contextmanager
-def live_panel(out: Console, stats: LiveStats, title: str) -> Iterator[None]:
+def live_panel(stats: LiveStats, title: str) -> Iterator[None]:
     """A rich panel refreshed four times a second on a terminal; state changes as lines elsewhere."""
-    if not out.is_terminal:
-        stats.on_change(lambda state, detail: out.print(f"derain live: {state}{': ' + detail if detail else ''}", style="dim", soft_wrap=True))
+    from rich.live import Live
+
+    from derain.cli.console import err
+    from derain.stream.stats import periodic
+
+    if not err.is_terminal:
+        stats.on_change(lambda state, detail: err.print(f"derain live: {state}{': ' + detail if detail else ''}", style="dim"))
         yield
         return
-    with Live(_panel(stats, title), console=out, refresh_per_second=4, transient=False) as panel:
+    with Live(_panel(stats, title), console=err, refresh_per_second=4, transient=False) as panel:
         try:
             with periodic(0.25, lambda: panel.update(_panel(stats, title)), "derain-live-panel"):
                 yield
@@ -125,50 +129,50 @@ def live_panel(out: Console, stats: LiveStats, title: str) -> Iterator[None]:
 
 
 def report(summary: LiveSummary) -> int:
+    from derain.cli.console import error, out, warn
+
     s = summary.stats
     latency = ", ".join(f"{q} {s[f'latency_ms_{q}']:.0f} ms" for q in ("p50", "p95", "p99") if s[f"latency_ms_{q}"] is not None)
-    console.print(
+    out.print(
         f"{summary.source}: {s['frames_in']} frames in, {s['frames_out']} out, {s['dropped']} dropped, "
         + (f"{s['corrupt_packets']} corrupt packet(s) skipped, " if s["corrupt_packets"] else "")
-        + f"{s['reconnects']} reconnect(s) in {s['seconds']:.1f} s; latency {latency or 'not measured'}",
-        soft_wrap=True,
+        + f"{s['reconnects']} reconnect(s) in {s['seconds']:.1f} s; latency {latency or 'not measured'}"
     )
-    if summary.output:
-        console.print(f"recording: {summary.output}")
+    if summary.recording_written:
+        out.print(f"recording: {summary.output}")
     for warning in summary.warnings:
-        console.print(f"derain: {warning}", style="yellow", soft_wrap=True)
+        warn(warning)
     if summary.error:
-        console.print(f"derain: error: {summary.error}", style="red", soft_wrap=True)
+        error(summary.error)
         return EXIT_ERROR
-    console.print(f"stopped: {summary.stopped_by}", style="dim")
+    out.print(f"stopped: {summary.stopped_by}", style="dim")
     return 0
 
 
-def _default_preset(args: argparse.Namespace) -> str | None:
+def default_preset(args: argparse.Namespace) -> str | None:
     """veryfast for x264/x265: the recording must keep up with the stream on a few cores."""
+    from derain.stream.encode import CODEC_BY_SUFFIX
+
     codec = args.codec or (CODEC_BY_SUFFIX.get(args.output.suffix.lower()) if args.output else None)
     return "veryfast" if codec in ("libx264", "libx265") else None
 
 
-def cmd_live(args: argparse.Namespace) -> int:
-    source = parse_source(args.source, args.timeout, args.realtime, _input_options(args.option))
-    job = LiveJob(
-        source=source, output=args.output, restream=args.restream, timeout=args.timeout,
-        reconnect_max=args.reconnect_max, max_latency=args.max_latency / 1000, drop_policy=args.drop_policy,
-        compare=args.compare, overwrite=args.overwrite,
-        encode=EncodeOptions(args.codec, args.crf, args.bitrate, args.preset or _default_preset(args), tune="zerolatency"),
-    )
-    if args.output is not None and args.output.exists() and not args.overwrite:  # before the model loads
-        raise FileExistsError(f"{args.output}: already exists; pass --overwrite to replace it")
-    model, engine = engine_from_args(args)
+def run(args: argparse.Namespace) -> int:
+    import derain
+    from derain.cli.console import err, warn
+    from derain.cli.options import engine_options, open_preview
+    from derain.cli.video import sigterm_as_exception
+    from derain.stream.live_pipeline import LiveStats, json_lines
+    from derain.stream.pipeline import Terminated
+
+    options = input_options(args.option)
     preview = open_preview(args, f"derain live: {args.source}")
     stats = LiveStats()
 
     @contextlib.contextmanager
     def on_start(first: Source) -> Iterator[None]:
-        guard_first_frame(args, engine, model, first)
-        console.print(f"{args.source}: {first.width}x{first.height} {first.layout.format}, {float(first.rate or 0):.3g} fps", style="dim")
-        with live_panel(console, stats, f"derain live: {args.source}"):
+        err.print(f"{args.source}: {first.width}x{first.height} {first.layout.format}, {float(first.rate or 0):.3g} fps", style="dim")
+        with live_panel(stats, f"derain live: {args.source}"):
             yield
 
     with contextlib.ExitStack() as stack:
@@ -177,11 +181,17 @@ def cmd_live(args: argparse.Namespace) -> int:
             stack.callback(preview.close)
         try:
             with second_interrupt_forces(), sigterm_as_exception():
-                summary = run_live(job, engine, stats, on_start, preview)
+                summary = derain.live(
+                    args.source, output=args.output, restream=args.restream, realtime=args.realtime, timeout=args.timeout,
+                    reconnect_max=args.reconnect_max, max_latency=args.max_latency / 1000, drop_policy=args.drop_policy,
+                    compare=args.compare, codec=args.codec, crf=args.crf, bitrate=args.bitrate,
+                    preset=args.preset or default_preset(args), input_options=options, overwrite=args.overwrite,
+                    on_start=on_start, stats=stats, preview=preview, **engine_options(args),
+                )
         except (KeyboardInterrupt, Terminated):
             # Only a stop while the source was being opened gets here; later ones end the run
-            # inside run_live. A stop is a normal end for a live job, so still exit 0.
-            console.print(f"derain: stopped before {args.source} delivered a frame; nothing recorded", style="yellow")
+            # inside the job. A stop is a normal end for a live job, so still exit 0.
+            warn(f"stopped before {args.source} delivered a frame; nothing recorded")
             return 0
         if write_json is not None:
             write_json(summary.to_dict())

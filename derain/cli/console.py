@@ -1,0 +1,41 @@
+"""Where the command line writes: results on stdout, progress, logs and errors on stderr.
+
+Neither console parses rich markup (paths and messages may hold [brackets]) or wraps long
+lines: a log or a pipe needs whole lines, and a terminal wraps them itself. Tables sent to a
+pipe get a wide page rather than being squeezed into 80 columns.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from rich.console import Console
+
+PIPED_WIDTH = 160
+
+
+def _console(stderr: bool) -> Console:
+    console = Console(stderr=stderr, highlight=False, markup=False, soft_wrap=True)
+    if not console.is_terminal:
+        console.width = max(console.width, PIPED_WIDTH)
+    return console
+
+
+out = _console(stderr=False)
+err = _console(stderr=True)
+
+
+def error(message: str) -> None:
+    err.print(f"derain: error: {message}", style="red")
+
+
+def warn(message: str) -> None:
+    err.print(f"derain: {message}", style="yellow")
+
+
+class LogHandler(logging.Handler):
+    """The library's `derain` logger, shown as dim lines (warnings in yellow) on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        style = "yellow" if record.levelno >= logging.WARNING else "dim"
+        err.print(self.format(record), style=style)
