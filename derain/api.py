@@ -31,16 +31,14 @@ from derain.stream.decode import Source, open_source
 from derain.stream.decode import frames as decoded_frames
 from derain.stream.encode import EncodeOptions, Sink
 from derain.stream.images import ImageJob, plan_jobs, run_jobs
-from derain.stream.live_pipeline import LiveStats, LiveSummary, run_live
+from derain.stream.live_pipeline import LiveReport, LiveStats, run_live
 from derain.stream.pipeline import VideoJob, check_paths, run_video
 from derain.stream.sources import open_live, parse_source
-from derain.stream.stats import Stats, Summary, periodic
+from derain.stream.stats import Stats, VideoReport, periodic
 
 log = logging.getLogger("derain")
 
 PathLike = str | os.PathLike[str]
-VideoReport = Summary
-LiveReport = LiveSummary
 
 __all__ = [
     "DerainedFrame", "ImageReport", "LiveJob", "LiveReport", "VideoReport",

@@ -39,7 +39,7 @@ from derain.stream.stats import Stats, periodic
 LATENCY_BINS = 10_000  # 1 ms bins; the last holds everything slower
 STABLE_SECONDS = 10.0  # up this long after a reconnect, a source has its --reconnect-max tries back
 DROP_POLICIES = ("oldest", "every-nth")
-__all__ = ["DROP_POLICIES", "TIME_BASE", "FrameBuffer", "LiveError", "LiveFrame", "LiveJob", "LiveStats", "LiveSummary",
+__all__ = ["DROP_POLICIES", "TIME_BASE", "FrameBuffer", "LiveError", "LiveFrame", "LiveJob", "LiveStats", "LiveReport",
            "Thinning", "Timeline", "json_lines", "restream_target", "run_live"]
 
 
@@ -164,7 +164,7 @@ class LiveStats(Stats):
 
 
 @dataclass
-class LiveSummary:
+class LiveReport:
     """How a live job ended; `to_dict()` is the last line of `--json`."""
 
     source: str
@@ -175,6 +175,7 @@ class LiveSummary:
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
     recording_written: bool = False  # `output` exists and holds at least one frame
+    exception: BaseException | None = field(default=None, repr=False)  # behind `error`, for a traceback
 
     def to_dict(self) -> dict:
         return {"final": True, "source": self.source, "output": self.output, "restream": self.restream,
@@ -208,7 +209,7 @@ def run_live(
     on_start: Callable[[Source], contextlib.AbstractContextManager] | None = None,
     preview: Callable[[np.ndarray], None] | None = None,
     stop: threading.Event | None = None,
-) -> LiveSummary:
+) -> LiveReport:
     """Derain `job.source` until it ends for good, gives up reconnecting, or is stopped: by
     Ctrl-C (KeyboardInterrupt), SIGTERM (`Terminated`) or another thread setting `stop`.
 
@@ -516,9 +517,9 @@ class _Live:
 
     # -- the whole run -------------------------------------------------------------------------
     def run(self, on_start: Callable[[Source], contextlib.AbstractContextManager] | None,
-            stop: threading.Event | None = None) -> LiveSummary:
+            stop: threading.Event | None = None) -> LiveReport:
         job = self.job
-        summary = LiveSummary(job.source.text, str(job.output) if job.output else None, job.restream, {})
+        summary = LiveReport(job.source.text, str(job.output) if job.output else None, job.restream, {})
         context = on_start(self.first) if on_start else contextlib.nullcontext()
         watcher = threading.Thread(target=self._watch, args=(stop,), name="derain-live-stop", daemon=True) if stop else None
         if watcher is not None:
@@ -531,7 +532,7 @@ class _Live:
             if not outcome.started or not isinstance(failure, MIDFILE_ERRORS):
                 raise failure  # before the first frame: the caller's one-line error
             summary.stopped_by = "error"
-            summary.error = message(failure)
+            summary.error, summary.exception = message(failure), failure
         elif outcome.signal is not None:
             summary.stopped_by = outcome.signal
         elif self.stopped_by_caller:

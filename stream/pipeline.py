@@ -33,7 +33,7 @@ from derain.stream.pixels import ColorSpec
 from derain.stream.runtime import END, MIDFILE_ERRORS, Outcome, Runtime, get, join, message, put
 from derain.stream.runtime import Terminated as Terminated  # the CLI imports it from here
 from derain.stream.runtime import signals_deferred as signals_deferred  # the CLI imports it from here
-from derain.stream.stats import Stats, Summary
+from derain.stream.stats import Stats, VideoReport
 
 
 @dataclass(frozen=True)
@@ -284,12 +284,12 @@ def run_video(
     stats: Stats | None = None,
     on_start: Callable[[Source, Sink], contextlib.AbstractContextManager] | None = None,
     preview: Callable[[np.ndarray], None] | None = None,
-) -> Summary:
+) -> VideoReport:
     """Derain `job.input` into `job.output` with `engine`.
 
     Whatever stops the job (end of file, Ctrl-C, SIGTERM, an error mid-file), the frames
     written so far are finalised into a playable file, or removed when `job.keep_partial` is
-    False. A signal or a known error comes back in `Summary.interrupted` / `Summary.error`;
+    False. A signal or a known error comes back in `VideoReport.interrupted` / `VideoReport.error`;
     anything else is re-raised once the output is finalised. `on_start` may return a context
     (a progress bar) that lives while frames flow; `preview` gets BGR uint8 frames.
     """
@@ -301,7 +301,7 @@ def run_video(
     except BaseException:
         source.close()
         raise
-    summary = Summary(
+    summary = VideoReport(
         input=str(job.input), output=str(job.output), frames=0, seconds=0.0, stages=stats.stages,
         width=sink.width, height=sink.height, codec=sink.codec_name, pixel_format=sink.layout.format,
         engine={"backend": engine.backend, "precision": engine.precision, "device": str(engine.device)},
@@ -390,7 +390,7 @@ def run_video(
     if failure is None or summary.interrupted:
         return summary
     if isinstance(failure, MIDFILE_ERRORS) and outcome.started:
-        summary.error = message(failure)
+        summary.error, summary.exception = message(failure), failure
         return summary
     raise failure  # a refusal before the first frame is the caller's one-line error
 

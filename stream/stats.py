@@ -48,7 +48,7 @@ class Stats:
 
 
 @dataclass
-class Summary:
+class VideoReport:
     """What a job did; `to_dict()` is the `--json` document."""
 
     input: str
@@ -66,6 +66,7 @@ class Summary:
     interrupted: str | None = None  # "SIGINT" or "SIGTERM" when a signal stopped the job
     error: str | None = None  # a fatal error mid-file, after which the output was finalised
     output_kept: bool = True
+    exception: BaseException | None = field(default=None, repr=False)  # behind `error`, for a traceback
 
     @property
     def fps(self) -> float:

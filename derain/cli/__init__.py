@@ -14,7 +14,6 @@ import logging
 import os
 import re
 import sys
-import traceback
 import warnings
 from collections.abc import Sequence
 
@@ -60,7 +59,8 @@ def show_warning(message: Warning | str, category: type[Warning], filename: str,
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get("DERAIN_DEBUG") == "1"
-    from derain.cli.console import LogHandler, err, error
+    args.show_traceback = debug
+    from derain.cli.console import LogHandler, err, error, traceback_of
 
     logger = logging.getLogger("derain")
     handler = LogHandler()
@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not is_user_error(failure):
             raise
         if debug:
-            err.print(traceback.format_exc().rstrip(), style="dim")
+            traceback_of(failure)
         message = failure.args[0] if isinstance(failure, OSError) and len(failure.args) == 1 else str(failure)
         error(as_flags(message))
         return 2

@@ -8,6 +8,7 @@ pipe get a wide page rather than being squeezed into 80 columns.
 from __future__ import annotations
 
 import logging
+import traceback
 
 from rich.console import Console
 
@@ -27,6 +28,11 @@ err = _console(stderr=True)
 
 def error(message: str) -> None:
     err.print(f"derain: error: {message}", style="red")
+
+
+def traceback_of(failure: BaseException) -> None:
+    """The traceback behind a one-line error (--debug)."""
+    err.print("".join(traceback.format_exception(failure)).rstrip(), style="dim")
 
 
 def warn(message: str) -> None:

@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         summary = derain.video(rainy_path, derained_path, engine=engine, batch=args.batch, crf=demo.CRF,
                                codec="libx264", keep_partial=False, on_start=on_start, on_progress=bar.update)
         summary.input, summary.output = str(outdir / rainy_path.name), str(outdir / derained_path.name)  # where they land
-        status = report(summary)
+        status = report(summary, args.show_traceback)
         if status:
             warn(f"{outdir}: the demo's files from before are unchanged")
             return status

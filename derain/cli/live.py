@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
 import threading
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from derain.stream.decode import Source
-    from derain.stream.live_pipeline import LiveStats, LiveSummary
+    from derain.stream.live_pipeline import LiveReport, LiveStats
 
 DROP_POLICIES = ("oldest", "every-nth")  # derain.stream.live_pipeline.DROP_POLICIES
 
@@ -128,8 +129,8 @@ def live_panel(stats: LiveStats, title: str) -> Iterator[None]:
             panel.update(_panel(stats, title))
 
 
-def report(summary: LiveSummary) -> int:
-    from derain.cli.console import error, out, warn
+def report(summary: LiveReport, debug: bool = False) -> int:
+    from derain.cli.console import error, out, traceback_of, warn
 
     s = summary.stats
     latency = ", ".join(f"{q} {s[f'latency_ms_{q}']:.0f} ms" for q in ("p50", "p95", "p99") if s[f"latency_ms_{q}"] is not None)
@@ -143,6 +144,8 @@ def report(summary: LiveSummary) -> int:
     for warning in summary.warnings:
         warn(warning)
     if summary.error:
+        if debug and summary.exception is not None:
+            traceback_of(summary.exception)
         error(summary.error)
         return EXIT_ERROR
     out.print(f"stopped: {summary.stopped_by}", style="dim")
@@ -172,11 +175,13 @@ def run(args: argparse.Namespace) -> int:
     @contextlib.contextmanager
     def on_start(first: Source) -> Iterator[None]:
         err.print(f"{args.source}: {first.width}x{first.height} {first.layout.format}, {float(first.rate or 0):.3g} fps", style="dim")
-        with live_panel(stats, f"derain live: {args.source}"):
+        with contextlib.ExitStack() as stack:
+            if args.json:  # opened once frames flow: a source refused up front leaves no file
+                stack.enter_context(json_lines(args.json, stats))
+            stack.enter_context(live_panel(stats, f"derain live: {args.source}"))
             yield
 
     with contextlib.ExitStack() as stack:
-        write_json = stack.enter_context(json_lines(args.json, stats)) if args.json else None
         if preview is not None:
             stack.callback(preview.close)
         try:
@@ -193,6 +198,7 @@ def run(args: argparse.Namespace) -> int:
             # inside the job. A stop is a normal end for a live job, so still exit 0.
             warn(f"stopped before {args.source} delivered a frame; nothing recorded")
             return 0
-        if write_json is not None:
-            write_json(summary.to_dict())
-    return report(summary)
+    if args.json and args.json.exists():
+        with args.json.open("a", encoding="utf-8") as lines:
+            lines.write(json.dumps(summary.to_dict()) + "\n")
+    return report(summary, args.show_traceback)

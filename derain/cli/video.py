@@ -60,9 +60,9 @@ def sigterm_as_exception() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def report(summary: VideoReport) -> int:
+def report(summary: VideoReport, debug: bool = False) -> int:
     """Print the outcome and the stage table; the exit status for it."""
-    from derain.cli.console import err, out, warn
+    from derain.cli.console import err, out, traceback_of, warn
 
     err.print(summary.table())
     if summary.corrupt_packets:
@@ -72,6 +72,8 @@ def report(summary: VideoReport) -> int:
     if summary.complete:
         out.print(f"{summary.input} -> {summary.output}: {summary.frames} frames, {summary.fps:.2f} fps")
         return 0
+    if debug and summary.exception is not None:
+        traceback_of(summary.exception)
     why = f"interrupted ({summary.interrupted})" if summary.interrupted else f"stopped by an error: {summary.error}"
     kept = f"{summary.frames} frames written to {where}" if summary.output_kept else f"{summary.frames} frames were done; {where}"
     warn(f"{why}; {kept}")
@@ -114,4 +116,4 @@ def run(args: argparse.Namespace) -> int:
             preview.close()
     if args.json:
         write_json(args.json, summary.to_dict())
-    return report(summary)
+    return report(summary, args.show_traceback)
