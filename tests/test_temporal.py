@@ -132,3 +132,45 @@ def test_eval_video_refuses_sequences_that_do_not_match(tmp_path: Path, tiny_che
     assert "has 2 frames" in error and "\n" not in error
     assert main(["eval-video", str(rainy_dir), "--temporal", "2", "--device", "cpu"]) == 2
     assert "--temporal 2" in capsys.readouterr().err
+
+
+def test_a_fused_file_job_writes_every_frame_once_with_its_own_timestamp(tmp_path: Path) -> None:
+    from fractions import Fraction
+
+    from stand_ins import IdentityEngine
+    from videos import make_video, video_info
+
+    from derain.stream.encode import EncodeOptions
+    from derain.stream.pipeline import VideoJob, run_video
+
+    pts = [0, 40, 60, 140, 150, 400, 433, 500]
+    src = make_video(tmp_path / "vfr.mp4", pts=pts, time_base=Fraction(1, 1000), frames=len(pts), audio="aac")
+    for k, compare in ((3, False), (5, True)):
+        dst = tmp_path / f"out{k}.mp4"
+        summary = run_video(VideoJob(src, dst, temporal=k, compare=compare, encode=EncodeOptions(crf=0)), IdentityEngine())
+        inp, out = video_info(src), video_info(dst)
+        assert summary.complete and summary.frames == len(pts)
+        assert [p * out["time_base"] for p in out["pts"]] == [p * inp["time_base"] for p in inp["pts"]]
+        assert out["audio"] == inp["audio"] and "temporal" in summary.stages
+
+
+def test_derain_video_temporal_from_the_command_line(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    from videos import make_video
+
+    src = make_video(tmp_path / "in.mp4", frames=6)
+    dst = tmp_path / "out.mkv"
+    engine = ["--weights", str(tiny_checkpoint), "--device", "cpu"]
+    assert main(["video", str(src), "-o", str(dst), "--temporal", "3", "--fusion", "mean", *engine]) == 0
+    assert main(["video", str(src), "-o", str(tmp_path / "x.mkv"), "--temporal", "4", *engine]) == 2
+    assert not (tmp_path / "x.mkv").exists()
+
+
+def test_eval_video_takes_a_video_beside_a_folder(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    from videos import make_video, picture
+
+    clean = make_video(tmp_path / "clean.mkv", codec="ffv1", pix_fmt="yuv444p", size=(64, 48), frames=3)
+    rainy_dir = write_frames(tmp_path / "rainy", [picture(64, 48, k) for k in range(3)])
+    out = tmp_path / "r.json"
+    assert main(["eval-video", str(rainy_dir), str(clean), "--json", str(out), "--weights", str(tiny_checkpoint), "--device", "cpu"]) == 0
+    report = json.loads(out.read_text())
+    assert report["frames"] == 3 and report["input"]["psnr"] > 25  # the video holds the same pictures, up to YUV rounding
