@@ -136,6 +136,8 @@ def video(
     tile: int | None = None,
     allow_lossy: bool = False,
     batch: int = 1,
+    temporal: int = 1,
+    fusion: str = "median",
     compare: bool = False,
     start: float = 0.0,
     duration: float | None = None,
@@ -156,6 +158,10 @@ def video(
         input, output: the video files; `output` must not exist unless `overwrite`.
         weights ... allow_lossy: the engine (see `build_engine`), or `engine=` a built Engine.
         batch: frames per engine call (4-8 helps on a GPU).
+        temporal: fuse each derained frame with its `temporal`-1 neighbours aligned by optical
+            flow (odd; 1: off), removing what one frame alone shows (residual streaks,
+            flicker); the output lags (temporal-1)/2 frames, each frame keeps its timestamp.
+        fusion: how the aligned frames combine: "median" or "mean" (confidence-weighted).
         compare: write the input and the derained video side by side.
         start, duration: seconds to skip and to derain (the output starts at 0).
         codec, crf, bitrate, preset: the video encoder (default: by the output's name).
@@ -180,6 +186,7 @@ def video(
     job = VideoJob(
         input=Path(input), output=Path(output), batch=batch, start=start, duration=duration, compare=compare,
         encode=EncodeOptions(codec, crf, bitrate, preset), overwrite=overwrite, keep_partial=keep_partial,
+        temporal=temporal, fusion=fusion,
     )
     check_video_job(job)
     runner = engine_for(weights, engine, device, precision, stages, tile, allow_lossy)
@@ -201,7 +208,7 @@ def video(
 
 
 def check_video_job(job: VideoJob) -> None:
-    """Every refusal that needs no model: the paths, the times, the batch."""
+    """Every refusal that needs no model: the paths, the times, the batch, the fusion window."""
     if not job.input.is_file():
         raise FileNotFoundError(f"{job.input}: no such file" if not job.input.exists() else f"{job.input}: not a file")
     if job.start < 0 or (job.duration is not None and job.duration <= 0):

@@ -26,6 +26,7 @@ import torch
 
 from derain.engines import Engine
 from derain.models.errors import OutputError
+from derain.models.temporal import check_temporal
 from derain.stream.color import from_rgb, host_codes, to_rgb
 from derain.stream.decode import Frame, Source, frames, open_source
 from derain.stream.encode import EncodeOptions, Sink
@@ -34,6 +35,7 @@ from derain.stream.runtime import END, MIDFILE_ERRORS, Outcome, Runtime, get, jo
 from derain.stream.runtime import Terminated as Terminated  # the CLI imports it from here
 from derain.stream.runtime import signals_deferred as signals_deferred  # the CLI imports it from here
 from derain.stream.stats import Stats, VideoReport
+from derain.stream.temporal import TemporalFilter
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,8 @@ class VideoJob:
     encode: EncodeOptions = EncodeOptions()
     overwrite: bool = False
     keep_partial: bool = True
+    temporal: int = 1  # frames fused per output frame (odd; 1: off)
+    fusion: str = "median"
 
 
 @dataclass
@@ -276,6 +280,7 @@ def check_paths(job: VideoJob) -> None:
         raise FileNotFoundError(f"{job.output.parent}: no such folder for the output")
     if job.batch < 1:
         raise OutputError(f"--batch {job.batch}: must be at least 1")
+    check_temporal(job.temporal, job.fusion)
 
 
 def run_video(
@@ -339,20 +344,37 @@ def run_video(
             decode_error.append(err)
         put(decoded, END, stop)
 
+    fusion = TemporalFilter(job.temporal, sink.color, job.fusion, source.width if job.compare else 0) if job.temporal > 1 else None
+
+    def write(pts: int, planes: list[np.ndarray]) -> None:
+        with stats.time("encode"):
+            sink.write(planes, pts)
+        stats.written = sink.frames
+
     def encode() -> None:
         while True:
             item = get(results, stop)
             if not isinstance(item, Result):
-                return
+                break
             for pts, planes in zip(item.pts, item.planes):
                 if stop.is_set():
                     return
-                with stats.time("encode"):
-                    sink.write(planes, pts)
-                stats.written = sink.frames
+                if fusion is None:
+                    write(pts, planes)
+                    continue
+                with stats.time("temporal"):
+                    ready = fusion.push(pts, planes)
+                for done in ready:
+                    write(*done)
             if preview is not None and item.preview is not None:
                 for image in item.preview:
                     preview(image)
+        if fusion is not None and not stop.is_set():
+            # The input has ended: the last (K-1)/2 frames, held back for neighbours that never came.
+            with stats.time("temporal"):
+                ready = fusion.flush()
+            for done in ready:
+                write(*done)
 
     runtime.worker("derain-decode", decode)
     writer = runtime.worker("derain-encode", encode)
@@ -368,6 +390,11 @@ def run_video(
         failure = outcome.failure or next(iter(decode_error), None) or runtime.error()
         early = failure is not None or outcome.signal is not None
         try:
+            if fusion is not None and runtime.error() is None:
+                # A stop leaves the frames the fusion held back for their next neighbours:
+                # they were derained, so they are written (fused with the neighbours there are).
+                for done in fusion.flush():
+                    write(*done)
             with stats.time("encode"):
                 sink.close(remux_rest=not early)
         except Exception as err:  # noqa: BLE001 - the first failure is the one to report

@@ -17,6 +17,7 @@ from rich.text import Text
 # on CUDA); `upload`/`download` are the host<->GPU copies (CUDA only); `convert` is
 # YUV<->RGB on the engine's device.
 STAGES = ("decode", "batch", "upload", "convert", "engine", "download", "encode")
+# Stages only some jobs have (`temporal`: fusing frames with their neighbours) appear once used.
 
 
 class Stats:
@@ -32,7 +33,7 @@ class Stats:
 
     def add(self, stage: str, seconds: float) -> None:
         with self._lock:
-            self.stages[stage] += seconds
+            self.stages[stage] = self.stages.get(stage, 0.0) + seconds
 
     @contextmanager
     def time(self, stage: str) -> Iterator[None]:

@@ -404,3 +404,20 @@ def test_a_job_leaves_torchs_thread_count_alone(tmp_path: Path, monkeypatch: pyt
     summary = run_video(VideoJob(src, tmp_path / "out.mp4", compare=True), IdentityEngine())
     assert summary.complete and summary.frames == 4
     assert calls == []
+
+
+def test_a_stop_writes_the_frames_the_temporal_fusion_held_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from derain.stream.temporal import TemporalFilter
+
+    pushed: list[int] = []
+    push = TemporalFilter.push
+
+    def recording_push(self: TemporalFilter, pts: int, planes: list) -> list:
+        pushed.append(pts)
+        return push(self, pts, planes)
+
+    monkeypatch.setattr(TemporalFilter, "push", recording_push)
+    src = make_video(tmp_path / "in.mp4", frames=30)
+    summary = run_video(VideoJob(src, tmp_path / "out.mp4", temporal=5), StopsAt(12, KeyboardInterrupt()))
+    assert summary.interrupted == "SIGINT" and len(pushed) >= 3
+    assert video_info(tmp_path / "out.mp4")["pts"] == pushed  # every frame the fusion took, none held back

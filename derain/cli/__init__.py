@@ -17,7 +17,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-COMMANDS = ("video", "live", "image", "eval", "bench", "demo", "weights", "export", "train")
+COMMANDS = ("video", "live", "image", "eval", "eval-video", "bench", "demo", "weights", "export", "train")
 # Errors whose message is already one line that says what to do (beside derain.DerainError).
 OS_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
 
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show the traceback behind an error (or set DERAIN_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        importlib.import_module(f"derain.cli.{name}").add_parser(sub)
+        importlib.import_module(f"derain.cli.{name.replace('-', '_')}").add_parser(sub)
     return parser
 
 

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from derain.cli.eval_video import add_temporal_options
 from derain.cli.options import EXIT_ERROR, EXIT_SIGINT, EXIT_SIGTERM, add_encode_options, add_engine_options
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--display", action="store_true", help="show the output live in a window, where a display exists")
     p.add_argument("--start", type=float, default=0.0, metavar="S", help="start at S seconds (output timestamps then start at 0)")
     p.add_argument("--duration", type=float, metavar="S", help="derain only S seconds")
+    add_temporal_options(p)
     add_encode_options(p)
     p.add_argument("--json", type=Path, metavar="FILE", help="write the summary (frames, seconds, fps, per-stage time) as JSON")
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT (and the --json file) if it exists")
@@ -106,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         with sigterm_as_exception():
             summary = derain.video(
-                args.input, args.output, batch=args.batch, compare=args.compare, start=args.start, duration=args.duration,
+                args.input, args.output, batch=args.batch, temporal=args.temporal, fusion=args.fusion, compare=args.compare, start=args.start, duration=args.duration,
                 codec=args.codec, crf=args.crf, bitrate=args.bitrate, preset=args.preset, overwrite=args.overwrite,
                 keep_partial=not args.no_partial, on_start=on_start, on_progress=bar.update, preview=preview,
                 **engine_options(args),
