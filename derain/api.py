@@ -137,7 +137,7 @@ def video(
     allow_lossy: bool = False,
     batch: int = 1,
     temporal: int = 1,
-    fusion: str = "median",
+    fusion: str = "mean",
     compare: bool = False,
     start: float = 0.0,
     duration: float | None = None,

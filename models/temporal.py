@@ -35,7 +35,7 @@ AGREEMENT = 6.0 / 255.0  # luma (0-1) scale of the mean rule's agreement weight
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
-def check_temporal(k: int, rule: str = "median") -> None:
+def check_temporal(k: int, rule: str = "mean") -> None:
     """Refuse a window that is not odd and positive, or an unknown rule."""
     if k < 1 or k % 2 == 0:
         raise InputError(f"--temporal {k}: give an odd number of frames (1 is off, 3 or 5 fuse)")
@@ -59,7 +59,7 @@ def align(neighbour: np.ndarray, centre: np.ndarray) -> tuple[np.ndarray, np.nda
     return warped, valid
 
 
-def fuse_window(frames: Sequence[np.ndarray], centre: int, rule: str = "median") -> np.ndarray:
+def fuse_window(frames: Sequence[np.ndarray], centre: int, rule: str = "mean") -> np.ndarray:
     """Frame `centre` of `frames` (float32 RGB in [0, 1], one size) fused with the others by `rule`."""
     check_temporal(1, rule)
     own = np.asarray(frames[centre], np.float32)

@@ -20,7 +20,7 @@ class TemporalFilter:
     """Fuses each frame with up to (k-1)/2 frames either side; `offset` columns on the left
     (the input half of a --compare picture) are left alone."""
 
-    def __init__(self, k: int, color: ColorSpec, rule: str = "median", offset: int = 0) -> None:
+    def __init__(self, k: int, color: ColorSpec, rule: str = "mean", offset: int = 0) -> None:
         check_temporal(k, rule)
         self.half, self.color, self.rule, self.offset = k // 2, color, rule, offset
         self.frames: list[tuple[int, np.ndarray]] = []  # (pts, float32 RGB) still needed

@@ -31,8 +31,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def add_temporal_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temporal", type=whole_number(1), default=1, metavar="K",
                    help="fuse each frame with its K-1 neighbours aligned by optical flow (odd; default 1: off)")
-    p.add_argument("--fusion", choices=FUSION_RULES, default="median",
-                   help="how --temporal combines the aligned frames (default: median)")
+    p.add_argument("--fusion", choices=FUSION_RULES, default="mean",
+                   help="how --temporal combines the aligned frames (default: mean, confidence-weighted; it measured steadier)")
 
 
 def fmt(value: float | None, digits: int, scale: float = 1.0) -> str:
