@@ -1,4 +1,4 @@
-"""Counting frames and stage time, the live progress bar, the closing table and JSON summary."""
+"""Counting frames and stage time, the closing table and the JSON summary."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from rich.console import Console
-from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -112,45 +110,6 @@ class VideoReport:
             label = Text(f"{name} (bottleneck)", style="bold") if name == busiest and sec > 0 else name
             table.add_row(label, f"{sec:.2f}", per_frame, share)
         return table
-
-
-class _Rate(ProgressColumn):
-    """Frames per second of one counter since the start."""
-
-    def __init__(self, field: str, label: str) -> None:
-        super().__init__()
-        self.field, self.label = field, label
-
-    def render(self, task: Task) -> Text:
-        elapsed = task.elapsed or 0.0
-        count = task.fields.get(self.field, 0)
-        rate = count / elapsed if elapsed > 0 else 0.0
-        return Text(f"{self.label} {rate:5.1f} fps", style="cyan")
-
-
-@contextmanager
-def progress_bar(console: Console, stats: Stats, total: int, label: str) -> Iterator[None]:
-    """A live bar (frames done, input and output fps, ETA) fed from `stats` while the job runs."""
-    columns = (
-        TextColumn("{task.description}", markup=False),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.fields[total_text]} frames"),
-        _Rate("decoded", "in"),
-        _Rate("written", "out"),
-        TimeRemainingColumn(),
-    )
-    progress = Progress(*columns, console=console, transient=False, disable=not console.is_terminal)
-    task = progress.add_task(label, total=total or None, total_text=str(total or "?"), decoded=0, written=0)
-
-    def refresh() -> None:
-        progress.update(task, completed=stats.written, decoded=stats.decoded, written=stats.written)
-
-    with progress:
-        try:
-            with periodic(0.25, refresh, "derain-progress"):
-                yield
-        finally:
-            refresh()
 
 
 @contextmanager
