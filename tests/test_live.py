@@ -661,7 +661,8 @@ def test_a_source_that_keeps_dropping_uses_up_its_tries(server: RtspServer, tmp_
             wait_for(lambda d=drop: done.is_set() or (stats.reconnects >= d and stats.state == "live"), 30, "the source back")
             if done.is_set():
                 return
-            wait_for(lambda: stats.written >= 3, 30, "frames")
+            flowing = stats.written
+            wait_for(lambda f=flowing: stats.written >= f + 3, 30, "frames")
             server.kill()
             server.start()
         # Still reconnecting after a third drop: the tries started over; stop the job to fail the test.
@@ -676,7 +677,9 @@ def test_a_source_that_keeps_dropping_uses_up_its_tries(server: RtspServer, tmp_
         done.set()
         flapping.join(30)
     assert summary.stopped_by == "error" and "gave up after 2 reconnect tries (--reconnect-max)" in summary.error
-    assert summary.stats["reconnects"] == 2
+    # A restarted server that is still starting (a loaded machine) refuses a try as well, and that
+    # try counts against --reconnect-max too: two successful reconnects, or one and a refusal.
+    assert 1 <= summary.stats["reconnects"] <= 2
     assert len(recorded_pts(tmp_path / "rec.mkv")) == summary.stats["frames_out"]
     assert live_threads() == []
 
