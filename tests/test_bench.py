@@ -103,7 +103,7 @@ def frame_digests(batch: torch.Tensor) -> list[str]:
 
 
 def tiny_plan(**overrides: object) -> Plan:
-    settings = {"resolutions": [(16, 12)], "batches": [1, 2], "engines": ["eager", "compile"], "precisions": ["fp32"],
+    settings = {"resolutions": [(16, 12)], "batches": [1, 2], "engines": ["eager", "tensorrt"], "precisions": ["fp32"],
                 "iterations": 2, "warmup": 1}
     settings.update(overrides)
     return Plan(**settings)  # type: ignore[arg-type]
@@ -131,7 +131,7 @@ def test_baseline_and_engines_see_the_same_frames(monkeypatch: pytest.MonkeyPatc
     checksums = {row["input_checksum"] for row in report["rows"] + report["baseline"]}
     assert checksums == {pool.checksum}
     assert [(r["engine"], r["batch"]) for r in report["rows"]] == [("eager", 1), ("eager", 2)]
-    assert report["skipped"][0]["engine"] == "compile" and "not available here" in report["skipped"][0]["reason"]
+    assert report["skipped"][0]["engine"] == "tensorrt" and "not available here" in report["skipped"][0]["reason"]
 
     for row in report["rows"] + report["baseline"]:
         assert ROW_FIELDS <= set(row)
