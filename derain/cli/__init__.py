@@ -46,6 +46,8 @@ FLAGS = {"allow_lossy": "--allow-lossy", "max_latency": "--max-latency", "reconn
 
 
 def as_flags(message: str) -> str:
+    # "stages=5: ..." names the library's argument; "stages" alone is also a plain word.
+    message = re.sub(r"^stages=(\S+):", r"--stages \1:", message)
     return re.sub(r"\b(" + "|".join(FLAGS) + r")\b(?!=)", lambda m: FLAGS[m.group(1)], message)
 
 
