@@ -243,6 +243,10 @@ def test_onnx_engine_matches_model_and_uses_cache(tmp_path: Path) -> None:
     assert (entries[0] / "model.onnx").stat().st_mtime_ns == mtime
     with pytest.raises(EngineError, match="fp32 only"):
         OnnxEngine(model, torch.device("cpu"), "fp16", cache=cache)
+    options = engine.session.get_session_options()
+    assert options.intra_op_num_threads == torch.get_num_threads()
+    assert options.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
+    assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
 
 
 def test_cache_invalidation_and_corruption(tmp_path: Path) -> None:
