@@ -108,12 +108,12 @@ def _measure_engine(
     # Only one input batch is the engine's to hold; the others are the harness's rotation.
     rotation_mb = sum(t.nbytes for t in inputs[1:]) / 2**20
     timing = measure(engine.run, inputs, plan.warmup, plan.iterations, batch, device)
-    # Scored after timing, on the first batch as the engine ran it, against eager FP32 on the
-    # same frames before any conversion to the engine's dtype.
-    frames = pool.batches(batch, device, torch.float32)[0]
-    accuracy = _psnr_or_none(engine.run_unchecked(inputs[0]), EagerEngine(model, device, "fp32").run(frames))
-    del inputs, frames
-    peak = peak_memory_mb(device)
+    peak = peak_memory_mb(device)  # before the reference below adds an FP32 model's memory
+    # Scored after timing, on the first frame of the first batch as the engine ran it, against
+    # eager FP32 on that frame before any conversion to the engine's dtype.
+    frame = pool.frames[:1].to(device, torch.float32)
+    accuracy = _psnr_or_none(engine.run_unchecked(inputs[0])[:1], EagerEngine(model, device, "fp32").run(frame))
+    del inputs, frame
     row = _result(engine.backend, engine.precision, batch, pool.frames.shape[2], pool.frames.shape[3], timing, cost, peaks,
                   baseline_fps, None if peak is None else peak - rotation_mb, engine.build_seconds, pool, plan.warmup)
     row["psnr_vs_fp32"] = accuracy
