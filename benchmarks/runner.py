@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime
+import math
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from derain.benchmarks.baseline import AuthorsBaseline
 from derain.benchmarks.end_to_end import SUFFIX, end_to_end, transcode
@@ -28,7 +30,9 @@ from derain.benchmarks.roofline import (
 )
 from derain.benchmarks.system import device_info
 from derain.engines import EngineError, build_engine, choose_backend
+from derain.engines.eager import EagerEngine
 from derain.models.brn import BRN
+from derain.models.metrics import psnr
 
 
 @dataclass(frozen=True)
@@ -47,17 +51,24 @@ class Plan:
         return max(4, 2 * max(self.batches))
 
 
-def resolve_engines(requested: list[str], device: torch.device) -> tuple[list[str], list[str]]:
-    """`auto` replaced by what it picks on `device`, duplicates dropped; notes say what auto chose."""
-    engines: list[str] = []
+def resolve_engines(requested: list[str], device: torch.device) -> tuple[list[tuple[str, str]], list[str]]:
+    """Each requested engine with the backend it runs on `device` (`auto` resolved), in order and
+    duplicates kept: a row for every engine asked for. Notes say what auto chose."""
+    engines: list[tuple[str, str]] = []
     notes: list[str] = []
     for name in requested:
+        backend = name
         if name == "auto":
-            name, passed = choose_backend(device)
-            notes.append(f"auto picks {name} here" + "".join(f"; passed over {p}" for p in passed))
-        if name not in engines:
-            engines.append(name)
+            backend, passed = choose_backend(device)
+            notes.append(f"auto picks {backend} here" + "".join(f"; passed over {p}" for p in passed))
+        engines.append((name, backend))
     return engines, notes
+
+
+def _psnr_or_none(output: Tensor, reference: Tensor) -> float | None:
+    """PSNR in dB of `output` against `reference`; None where they are identical (JSON has no Infinity)."""
+    db = psnr(output.float(), reference)
+    return db if math.isfinite(db) else None
 
 
 def _result(
@@ -97,10 +108,15 @@ def _measure_engine(
     # Only one input batch is the engine's to hold; the others are the harness's rotation.
     rotation_mb = sum(t.nbytes for t in inputs[1:]) / 2**20
     timing = measure(engine.run, inputs, plan.warmup, plan.iterations, batch, device)
-    del inputs
-    peak = peak_memory_mb(device)
-    row = _result(engine.backend, precision, batch, pool.frames.shape[2], pool.frames.shape[3], timing, cost, peaks,
+    peak = peak_memory_mb(device)  # before the reference below adds an FP32 model's memory
+    # Scored after timing, on the first frame of the first batch as the engine ran it, against
+    # eager FP32 on that frame before any conversion to the engine's dtype.
+    frame = pool.frames[:1].to(device, torch.float32)
+    accuracy = _psnr_or_none(engine.run_unchecked(inputs[0])[:1], EagerEngine(model, device, "fp32").run(frame))
+    del inputs, frame
+    row = _result(engine.backend, engine.precision, batch, pool.frames.shape[2], pool.frames.shape[3], timing, cost, peaks,
                   baseline_fps, None if peak is None else peak - rotation_mb, engine.build_seconds, pool, plan.warmup)
+    row["psnr_vs_fp32"] = accuracy
     if plan.video is not None:
         output = workdir / f"{engine.backend}-{precision}-b{batch}{SUFFIX}"
         row["end_to_end"] = end_to_end(engine, plan.video, batch, output, timing.fps)
@@ -118,11 +134,19 @@ def _measure_baseline(model: BRN, device: torch.device, pool: FramePool, cost: F
 
 
 def run_bench(
-    model: BRN, device: torch.device, plan: Plan, weights: str, on_result: Callable[[dict[str, object]], None] = lambda r: None
+    model: BRN, device: torch.device, plan: Plan, weights: str,
+    on_result: Callable[[dict[str, object], dict[str, object]], None] = lambda row, report: None,
 ) -> dict[str, object]:
-    """Measure `plan` on `device`; each finished row (baseline or engine) also goes to `on_result`."""
+    """Measure `plan` on `device`.
+
+    Every finished row (baseline, engine, or an engine row that failed, with its "error") goes
+    to `on_result` with the report so far, whose "complete" stays False until the last row.
+    """
     engines, notes = resolve_engines(plan.engines, device)
     peaks = measure_peaks(device)
+    rows: list[dict[str, object]] = []
+    baselines: list[dict[str, object]] = []
+    skipped: list[dict[str, object]] = []
     report: dict[str, object] = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "device": device_info(device),
@@ -132,44 +156,52 @@ def run_bench(
         "plan": {"resolutions": [f"{w}x{h}" for w, h in plan.resolutions], "batches": plan.batches,
                  "engines": plan.engines, "precisions": plan.precisions, "iterations": plan.iterations,
                  "warmup": plan.warmup, "input": None if plan.video is None else str(plan.video)},
-        "notes": notes,
+        "notes": notes, "complete": False, "rows": rows, "baseline": baselines, "skipped": skipped, "transcode": None,
     }
-    rows: list[dict[str, object]] = []
-    baselines: list[dict[str, object]] = []
-    skipped: list[dict[str, object]] = []
     unavailable: set[tuple[str, str]] = set()
 
     def skip(engine: str, precision: str, reason: str, **where: int) -> None:
         skipped.append({"engine": engine, "precision": precision, **where, "reason": reason})
 
+    def finish(row: dict[str, object]) -> None:
+        rows.append(row)
+        on_result(row, report)
+
     with tempfile.TemporaryDirectory(prefix="derain-bench-") as tmp:
         work = Path(tmp)
-        transcoded = transcode(plan.video, work / f"transcode{SUFFIX}") if plan.video is not None else None
+        if plan.video is not None:
+            report["transcode"] = transcode(plan.video, work / f"transcode{SUFFIX}")
         for width, height in plan.resolutions:
             cost = frame_cost(model, height, width)
             pool = FramePool.generate(height, width, plan.pool_frames)
             base = _measure_baseline(model, device, pool, cost, peaks, plan)
+            base["stages"] = model.stages
             baselines.append(base)
-            on_result(base)
-            for engine_name in engines:
+            on_result(base, report)
+            for requested, backend in engines:
                 for precision in plan.precisions:
-                    if (engine_name, precision) in unavailable:
+                    if (requested, precision) in unavailable:
                         continue
                     for batch in plan.batches:
+                        where = {"requested": requested, "requested_precision": precision, "stages": model.stages}
                         try:
-                            row = _measure_engine(model, engine_name, precision, batch, device, pool, cost, peaks,
+                            row = _measure_engine(model, backend, precision, batch, device, pool, cost, peaks,
                                                   base["fps"], plan, work)  # type: ignore[arg-type]
                         except Unavailable as err:
-                            unavailable.add((engine_name, precision))
-                            skip(engine_name, precision, f"not available here: {err}")
+                            unavailable.add((requested, precision))
+                            skip(requested, precision, f"not available here: {err}")
                             break
                         except EngineError as err:
-                            skip(engine_name, precision, str(err), batch=batch, height=height, width=width)
+                            skip(requested, precision, str(err), batch=batch, height=height, width=width)
                             continue
                         except torch.cuda.OutOfMemoryError:
-                            skip(engine_name, precision, "out of GPU memory", batch=batch, height=height, width=width)
+                            skip(requested, precision, "out of GPU memory", batch=batch, height=height, width=width)
                             continue
-                        rows.append(row)
-                        on_result(row)
-    report.update(rows=rows, baseline=baselines, skipped=skipped, transcode=transcoded)
+                        except Exception as err:  # noqa: BLE001 - a row that fails is reported, the table goes on
+                            first = str(err).splitlines()[0] if str(err) else ""
+                            finish({**where, "engine": backend, "precision": precision, "batch": batch, "height": height,
+                                    "width": width, "error": f"{type(err).__name__}: {first}"[:500]})
+                            continue
+                        finish({**where, **row})
+    report["complete"] = True
     return report

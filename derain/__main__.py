@@ -1,7 +1,5 @@
 """`python -m derain`: the same command line as `derain`."""
 
-import sys
+from derain.cli import entry
 
-from derain.cli import main
-
-sys.exit(main())
+entry()

@@ -1,8 +1,8 @@
 """Engines: a BRN made runnable for a device and precision, behind one interface.
 
 Backends, best first: tensorrt (torch-tensorrt, FP16 engines cached on disk), compile
-(torch.compile with CUDA graphs), eager (plain PyTorch, any device); onnx (ONNX Runtime) on
-request. `auto` takes the best one that imports and runs here, and says why it passed over
+(torch.compile: CUDA graphs on a GPU, Inductor's C++ kernels on the CPU), eager (plain PyTorch,
+any device); onnx (ONNX Runtime) on request. `auto` takes the best one that imports and runs here, and says why it passed over
 the better ones.
 """
 
@@ -65,7 +65,7 @@ def choose_backend(device: torch.device, why_not: Callable[[str], str | None] = 
         why_not: None for a module that imports, else the reason it does not (`import_problem`).
     """
     if device.type != "cuda":
-        return "eager", ["tensorrt and compile need a CUDA GPU"]
+        return "eager", ["tensorrt needs a CUDA GPU", "compile runs on the CPU only when asked (--engine compile): Inductor builds each frame size for tens of seconds"]
     passed: list[str] = []
     problem = why_not("torch_tensorrt")
     if problem is None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from brns import random_brn
+from brns import plain_brn, random_brn
 from torch import nn
 
 from derain.benchmarks.baseline import AuthorsBaseline, AuthorsBRN
@@ -103,7 +103,7 @@ def frame_digests(batch: torch.Tensor) -> list[str]:
 
 
 def tiny_plan(**overrides: object) -> Plan:
-    settings = {"resolutions": [(16, 12)], "batches": [1, 2], "engines": ["eager", "compile"], "precisions": ["fp32"],
+    settings = {"resolutions": [(16, 12)], "batches": [1, 2], "engines": ["eager", "tensorrt"], "precisions": ["fp32"],
                 "iterations": 2, "warmup": 1}
     settings.update(overrides)
     return Plan(**settings)  # type: ignore[arg-type]
@@ -131,7 +131,7 @@ def test_baseline_and_engines_see_the_same_frames(monkeypatch: pytest.MonkeyPatc
     checksums = {row["input_checksum"] for row in report["rows"] + report["baseline"]}
     assert checksums == {pool.checksum}
     assert [(r["engine"], r["batch"]) for r in report["rows"]] == [("eager", 1), ("eager", 2)]
-    assert report["skipped"][0]["engine"] == "compile" and "not available here" in report["skipped"][0]["reason"]
+    assert report["skipped"][0]["engine"] == "tensorrt" and "not available here" in report["skipped"][0]["reason"]
 
     for row in report["rows"] + report["baseline"]:
         assert ROW_FIELDS <= set(row)
@@ -227,3 +227,58 @@ def test_rain_stats_bins_the_luma_rise_and_splits_the_error(tmp_path: Path) -> N
     # A model that removes nothing leaves all its error on the rain pixels, as a positive bias.
     assert split["rain_pixels"] == pytest.approx(1 / 3, abs=1e-3) and split["error_on_rain_pixels"] == 1.0
     assert split["bias_on_rain_pixels"] > 10 and split["bias_elsewhere"] == 0.0
+
+
+def test_cli_rows_name_what_was_asked_and_what_ran(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, "-m", "derain", "bench", "--device", "cpu", "--resolution", "32x24", "--engine", "eager,auto",
+           "--precision", "auto", "--stages", "1", "--iterations", "1", "--json", str(out)]
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120, env={**os.environ, **ONE_THREAD})
+    assert done.returncode == 0, done.stderr
+    text = out.read_text()
+    assert "Infinity" not in text and "NaN" not in text
+    report = json.loads(text)
+    assert report["complete"] is True
+    # auto resolves to eager on the CPU, and still has a row of its own.
+    assert [(r["requested"], r["engine"], r["precision"], r["stages"]) for r in report["rows"]] == [
+        ("eager", "eager", "fp32", 1), ("auto", "eager", "fp32", 1)]
+    assert all(r["psnr_vs_fp32"] is None for r in report["rows"])  # eager fp32 is the reference itself
+
+
+def test_a_failed_row_is_reported_and_the_json_follows_every_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from derain.cli import options
+    from derain.engines.compiled import CompileEngine
+
+    def broken(self: CompileEngine, batch: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("boom\nand a traceback's worth of detail")
+
+    written: list[tuple[int, bool]] = []
+    write_json = options.write_json
+
+    def spy(path: str | Path, record: dict[str, object]) -> None:
+        written.append((len(record["rows"]), bool(record["complete"])))  # type: ignore[arg-type]
+        write_json(path, record)
+
+    monkeypatch.setattr(CompileEngine, "_run", broken)
+    monkeypatch.setattr(options, "write_json", spy)
+    out = tmp_path / "bench.json"
+    args = ["bench", "--device", "cpu", "--resolution", "16x12", "--engine", "compile,eager", "--precision", "fp32",
+            "--stages", "1", "--iterations", "1", "--json", str(out)]
+    assert main(args) == 1
+    failed, ok = json.loads(out.read_text())["rows"]
+    assert (failed["requested"], failed["engine"], failed["error"]) == ("compile", "compile", "RuntimeError: boom")
+    assert "error" not in ok and ok["fps"] > 0
+    # After the baseline, after each engine row, and the whole report at the end.
+    assert written == [(0, False), (1, False), (2, False), (2, True)]
+
+
+def test_bf16_row_scores_against_fp32() -> None:
+    plan = tiny_plan(engines=["eager"], precisions=["bf16"], batches=[1], iterations=1)
+    [row] = run_bench(plain_brn(stages=1), CPU, plan, "random")["rows"]
+    assert row["precision"] == "bf16" and 30 < row["psnr_vs_fp32"] < 80  # type: ignore[operator]
+
+
+def test_stages_beyond_the_checkpoints_is_one_line(tiny_checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--device", "cpu", "--weights", str(tiny_checkpoint), "--stages", "2"]) == 2
+    message = capsys.readouterr().err.strip()
+    assert "--stages 2" in message and "has 1 recurrent stages" in message and len(message.splitlines()) == 1

@@ -110,3 +110,23 @@ def test_image_guards_reduced_precision_even_when_the_first_input_is_unreadable(
                    "--weights", str(weights), "--device", "cpu", "--precision", "bf16"])
     assert status == 2 and "differs from fp32" in capsys.readouterr().err
     assert not (tmp_path / "out" / "b.png").exists()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc's allocator")
+def test_the_console_script_alone_tunes_the_allocator() -> None:
+    import os
+
+    # Where a 40 MB block comes from: the heap (below the program break) or a mapping of its own.
+    probe = """
+import ctypes
+from derain.cli import keep_freed_memory
+libc = ctypes.CDLL(None)
+libc.malloc.restype = libc.sbrk.restype = ctypes.c_void_p
+tuned = keep_freed_memory()
+print(tuned, libc.malloc(40 << 20) < libc.sbrk(0))
+"""
+    env = {k: v for k, v in os.environ.items() if k not in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")}
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env)
+    assert done.stdout.split() == ["True", "True"]
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, env={**env, "GLIBC_TUNABLES": ""})
+    assert done.stdout.split() == ["False", "False"]  # the user's own settings (here glibc's defaults) win

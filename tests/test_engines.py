@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import io
 import json
@@ -242,6 +243,10 @@ def test_onnx_engine_matches_model_and_uses_cache(tmp_path: Path) -> None:
     assert (entries[0] / "model.onnx").stat().st_mtime_ns == mtime
     with pytest.raises(EngineError, match="fp32 only"):
         OnnxEngine(model, torch.device("cpu"), "fp16", cache=cache)
+    options = engine.session.get_session_options()
+    assert options.intra_op_num_threads == torch.get_num_threads()
+    assert options.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
+    assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
 
 
 def test_cache_invalidation_and_corruption(tmp_path: Path) -> None:
@@ -312,9 +317,10 @@ def test_auto_choice(device: str, has: set[str], expected: str) -> None:
 @pytest.mark.skipif(CUDA, reason="checks the messages on a machine without CUDA")
 def test_gpu_backends_refuse_cpu_clearly() -> None:
     model = random_brn(stages=1)
-    for backend in ("compile", "tensorrt"):
-        with pytest.raises(EngineError, match="--engine " + backend):
-            build_engine(model, backend, "cpu")
+    with pytest.raises(EngineError, match="--engine tensorrt"):
+        build_engine(model, "tensorrt", "cpu")
+    with pytest.raises(EngineError, match="--engine compile on the CPU runs fp32 or bf16, not fp16: use --precision"):
+        build_engine(model, "compile", "cpu", "fp16")
 
 
 def test_tile_starts_cover_everything() -> None:
@@ -414,3 +420,31 @@ def test_tensorrt_fp16_matches_fp32_and_caches(tmp_path: Path) -> None:
     again = TensorRTEngine(model, torch.device("cuda"), "fp16", cache=cache)
     again.run(y)
     assert again.build_seconds < engine.build_seconds
+
+
+def test_compile_takes_more_shapes_than_dynamos_recompile_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every shape compiles a code object of its own: Dynamo's limit of graphs per code object
+    (eight, and fullgraph=True raises at the ninth) binds neither an engine nor the process."""
+    import torch._dynamo
+
+    limit = torch._dynamo.config.recompile_limit
+    # Dynamo's own Python backend: the same tracing, guards and limit as Inductor, without C++ builds.
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
+    model = plain_brn(stages=1)
+    engine = build_engine(model, "compile", "cpu", "fp32")
+    for side in range(4, 4 + limit + 1):
+        y = torch.rand(1, 3, side, side + 1)
+        assert (engine.run(y) - reference(model, y)).abs().max() < 1e-4
+    assert torch._dynamo.config.recompile_limit == limit
+
+
+@pytest.mark.slow  # about 60 s on a shared 2-core CPU: Inductor builds C++ kernels per shape
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_compile_on_the_cpu_matches_eager(precision: str) -> None:
+    model = plain_brn(stages=1)
+    engine = build_engine(model, "compile", "cpu", precision)
+    y = torch.rand(2, 3, 12, 16)
+    assert psnr_vs_fp32(engine, model, y, batch=2) > (80 if precision == "fp32" else 45)
+    before = engine.build_seconds
+    out = engine.run(y[:1])  # a short batch runs padded on the graph of batch 2: no new build
+    assert out.shape == (1, 3, 12, 16) and out.dtype == engine.dtype and engine.build_seconds == before

@@ -43,6 +43,35 @@ def test_image_outputs_equal_model(tmp_path: Path, tiny_checkpoint: Path) -> Non
     assert np.abs(result.astype(int) - expected).max() <= 1
 
 
+@pytest.mark.parametrize("stages", [1, 2, 3])
+def test_image_stages_equal_the_models_stage_output(tmp_path: Path, stages: int) -> None:
+    from brns import plain_brn
+
+    from derain.models import save_checkpoint
+
+    model = plain_brn(stages=3)
+    weights = save_checkpoint(model, tmp_path / "three.safetensors", training_data="random")
+    src = write(tmp_path / "in" / "street.png", rng_image(12, 16))
+    out = tmp_path / "out"
+    args = ["image", str(src), "-o", str(out), "--weights", str(weights), "--device", "cpu", "--engine", "eager", "--stages", str(stages)]
+    assert main(args) == 0
+    result = cv2.imread(str(out / "street.png"), cv2.IMREAD_UNCHANGED)
+    with torch.no_grad():
+        xs, _ = model.forward_stages(torch.from_numpy(read_image(src)).permute(2, 0, 1)[None])
+    expected = np.round(xs[stages - 1][0].clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype(np.uint8)[..., ::-1]
+    assert np.abs(result.astype(int) - expected).max() <= 1
+    if stages < 3:  # the stage outputs differ, so the match above is the requested stage's
+        final = np.round(xs[-1][0].clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype(np.uint8)[..., ::-1]
+        assert np.abs(result.astype(int) - final).max() > 1
+
+
+def test_image_stages_beyond_the_checkpoints_is_one_line(tmp_path: Path, tiny_checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = write(tmp_path / "in" / "street.png", rng_image(12, 16))
+    assert main(["image", str(src), "-o", str(tmp_path / "out"), "--weights", str(tiny_checkpoint), "--stages", "2"]) == 2
+    message = capsys.readouterr().err.strip()
+    assert message.count("\n") == 0 and "--stages 2" in message
+
+
 def test_image_kinds_and_folders(tmp_path: Path, tiny_checkpoint: Path) -> None:
     folder = tmp_path / "in"
     write(folder / "gray.png", rng_image(9, 13, 1))

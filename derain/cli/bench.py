@@ -73,10 +73,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="frames per engine call; default: 1,2,4,8 on a GPU, 1 on the CPU")
     p.add_argument("--engine", type=comma_list(choice(ENGINES), "engines"), default=["auto"], metavar="NAME[,NAME...]",
                    help=f"any of {', '.join(ENGINES)} (default: auto)")
-    p.add_argument("--precision", type=comma_list(choice(PRECISIONS), "precisions"), metavar="P[,P...]",
-                   help=f"any of {', '.join(PRECISIONS)}; default: fp16 on a GPU, fp32 on the CPU")
+    p.add_argument("--precision", type=comma_list(choice(("auto", *PRECISIONS)), "precisions"), metavar="P[,P...]",
+                   help=f"any of auto, {', '.join(PRECISIONS)} (auto: each engine's own); default: fp16 on a GPU, fp32 on the CPU")
     p.add_argument("--variant", choices=VARIANTS, help="model variant (default: brn, or the one in --weights)")
-    p.add_argument("--stages", type=positive, metavar="T", help="recurrent stages (default: 4, or the one in --weights)")
+    p.add_argument("--stages", type=positive, metavar="T",
+                   help="recurrent stages: the first T of --weights' (default: all of them), or of a random model (default: 4)")
     p.add_argument("--weights", metavar="NAME|PATH",
                    help="registry name or checkpoint file; default: random weights (speed does not depend on their values)")
     p.add_argument("--device", default="auto", help="cpu, cuda or cuda:N (default: CUDA when present)")
@@ -85,7 +86,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="untimed calls first (the first one builds compile and tensorrt engines); default: 10 on a GPU, 1 on the CPU")
     p.add_argument("--input", type=Path, metavar="VIDEO",
                    help="end-to-end mode: also run the whole pipeline on this file, and a plain PyAV transcode of it")
-    p.add_argument("--json", metavar="FILE", help="also write the full report as JSON (replaced if it exists)")
+    p.add_argument("--json", metavar="FILE", help="also write the report as JSON, rewritten as each row finishes (replaced if it exists)")
     p.set_defaults(func=run)
 
 
@@ -103,11 +104,11 @@ def bench_model(args: argparse.Namespace) -> tuple[BRN, str]:
     model = load_model(args.weights)
     if args.variant and args.variant != model.variant:
         raise InputError(f"--variant {args.variant}: {args.weights} holds a {model.variant} model; drop --variant or pick other --weights")
-    if args.stages and args.stages != model.stages:
-        # Stages share their weights, so the same checkpoint runs for any number of them.
-        staged = BRN(model.variant, args.stages)
-        staged.load_state_dict(model.state_dict())
-        model = staged.eval()
+    if args.stages is not None:
+        # The rule of every other command (derain.load_model): the first T of the checkpoint's stages.
+        if args.stages > model.stages:
+            raise InputError(f"--stages {args.stages}: {args.weights} has {model.stages} recurrent stages; give 1 to {model.stages}")
+        model = load_model(args.weights, stages=args.stages)
     return model, args.weights
 
 
@@ -131,6 +132,12 @@ def _pct(share: float) -> str:
     return f"{100 * share:.3g}%"
 
 
+def _engine_cell(row: dict[str, Any]) -> str:
+    """The backend that ran, and what was asked for where that differs ("eager (auto)")."""
+    requested = row.get("requested", row["engine"])
+    return row["engine"] if requested == row["engine"] else f"{row['engine']} ({requested})"
+
+
 def results_tables(report: dict[str, Any]) -> list[Table]:
     """One table per resolution: the baseline first, then every engine row."""
     from rich import box
@@ -141,13 +148,19 @@ def results_tables(report: dict[str, Any]) -> list[Table]:
     for base in report["baseline"]:
         size = (base["width"], base["height"])
         table = Table(title=f"{size[0]}x{size[1]}, {base['flops_per_frame'] / 1e9:.3g} GFLOP a frame", box=box.SIMPLE_HEAD)
-        columns = ["engine", "prec", "batch", "fps", "p50 ms", "p99 ms", "x base", "compute", "memory", "peak MB", "build s"]
-        for column in columns + (["e2e fps", "bottleneck"] if e2e else []):
+        columns = ["engine", "prec", "batch", "fps", "p50 ms", "p99 ms", "x base", "dB vs fp32", "compute", "memory", "peak MB", "build s"]
+        columns += ["e2e fps", "bottleneck"] if e2e else []
+        for column in columns:
             table.add_column(column, justify="left" if column in ("engine", "prec", "bottleneck") else "right")
         for row in [base] + [r for r in report["rows"] if (r["width"], r["height"]) == size]:
+            if "error" in row:
+                table.add_row(_engine_cell(row), row["precision"], str(row["batch"]), "failed", *["-"] * (len(columns) - 4), style="red")
+                continue
+            db = row.get("psnr_vs_fp32")
             cells = [
-                row["engine"], row["precision"], str(row["batch"]), f"{row['fps']:.3g}",
+                _engine_cell(row), row["precision"], str(row["batch"]), f"{row['fps']:.3g}",
                 f"{row['latency_ms_p50']:.4g}", f"{row['latency_ms_p99']:.4g}", f"{row['speedup_vs_baseline']:.2f}",
+                "-" if row["engine"] == "baseline" else "same" if db is None else f"{db:.1f}",
                 _pct(row["compute_floor_share"]), _pct(row["memory_floor_share"]),
                 "-" if row["peak_memory_mb"] is None else f"{row['peak_memory_mb']:.0f}", f"{row['build_seconds']:.2f}",
             ]
@@ -166,7 +179,8 @@ def legend(report: dict[str, Any]) -> list[str]:
         (f"peaks measured here: {peaks['compute_flops_per_s'] / 1e12:.3g} TFLOP/s ({peaks['compute_dtype']} matmul), "
          f"{peaks['bandwidth_bytes_per_s'] / 1e9:.3g} GB/s (copy)"),
         "baseline: the authors' module (separate gate convs), eager fp32, one frame at a time, numpy in and out",
-        "x base: fps over the baseline's; compute / memory: share of the compute and memory floors reached",
+        "x base: fps over the baseline's; dB vs fp32: PSNR against eager fp32 on the same frames (same: identical)",
+        "compute / memory: share of the compute and memory floors reached",
     ]
     if report["transcode"] is not None:
         t = report["transcode"]
@@ -187,9 +201,14 @@ def run(args: argparse.Namespace) -> int:
     err.print(f"{model.variant.upper()} T={model.stages}, weights: {weights}; {device}; "
               f"{plan.iterations} timed calls per row after {plan.warmup} warm-up", style="dim")
 
-    def progress(row: dict[str, Any]) -> None:
-        err.print(f"  {row['width']}x{row['height']} {row['engine']} {row['precision']} "
-                  f"batch {row['batch']}: {row['fps']:.3g} fps", style="dim")
+    def progress(row: dict[str, Any], report: dict[str, Any]) -> None:
+        where = f"  {row['width']}x{row['height']} {_engine_cell(row)} {row['precision']} batch {row['batch']}"
+        if "error" in row:
+            err.print(f"{where}: failed: {row['error']}", style="red")
+        else:
+            err.print(f"{where}: {row['fps']:.3g} fps", style="dim")
+        if args.json:
+            write_json(args.json, report)  # atomic: a crash or Ctrl-C later leaves every row so far
 
     report: dict[str, Any] = run_bench(model, device, plan, weights, progress)
     for table in results_tables(report):
@@ -204,4 +223,4 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         write_json(args.json, report)
         err.print(f"report written to {args.json}", style="dim")
-    return 0
+    return 1 if any("error" in row for row in report["rows"]) else 0
