@@ -18,7 +18,7 @@ import traceback
 import warnings
 from collections.abc import Sequence
 
-COMMANDS = ("video", "live", "image", "eval", "bench", "demo", "weights", "export", "train")
+COMMANDS = ("video", "live", "image", "batch", "eval", "bench", "demo", "weights", "export", "train")
 # Errors whose message is already one line that says what to do (beside derain.DerainError).
 OS_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
 
