@@ -17,7 +17,9 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import socket
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -68,7 +70,7 @@ class FileResult:
 class BatchReport:
     """What `derain.batch` did: each file's result, the time, the workers and how it ended.
 
-    `interrupted` is "SIGINT" or "SIGTERM" when the job was stopped; `cancelled` then names the
+    `interrupted` is "SIGINT" (Ctrl-C) or "stopped" (the `stop` event) when the job was stopped; `cancelled` then names the
     inputs that were running (recorded as "interrupted" and redone by a rerun).
     """
 
@@ -374,12 +376,17 @@ def _ray_session(ray: Any, address: str | None, workers: int | None) -> Iterator
     if ray.is_initialized():
         yield
         return
+    sigterm = signal.getsignal(signal.SIGTERM)
     if address is not None:
         ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
     else:
         cores = os.cpu_count() or 1
         ray.init(address="local", num_cpus=max(cores, workers or 1), include_dashboard=False,
                  logging_level=logging.ERROR, log_to_driver=False)
+    if callable(sigterm) and threading.current_thread() is threading.main_thread():
+        # Ray's start puts a crash handler of its own on SIGTERM; the caller's (the command
+        # line's, which stops the job cleanly) goes back in its place.
+        signal.signal(signal.SIGTERM, sigterm)
     try:
         yield
     finally:
@@ -420,6 +427,7 @@ def batch(
     force: bool = False,
     on_progress: Callable[[BatchProgress], None] | None = None,
     on_file: Callable[[FileResult], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> BatchReport:
     """Derain many videos and images into `outdir` on Ray workers, resumably.
 
@@ -436,9 +444,11 @@ def batch(
         force: redo files the record says are done.
         on_progress: called about twice a second from this thread.
         on_file: called with each file's result (skipped ones first).
+        stop: set it (from a signal handler or another thread) to stop the job as Ctrl-C does.
 
     Returns:
-        The report; a stopped job (Ctrl-C, SIGTERM) returns it with `interrupted` set.
+        The report. A job stopped by Ctrl-C (KeyboardInterrupt in this thread) or `stop` returns
+        it with `interrupted` "SIGINT" or "stopped" and its running files cancelled.
 
     Raises:
         derain.DerainError: Ray missing, bad options or inputs, or an engine no worker can build
@@ -473,8 +483,8 @@ def batch(
     start = time.perf_counter()
     if todo:
         with _ray_session(ray, address, workers):
-            _Pool(ray, settings, video, workers, gpus_per_worker, retries).run(todo, len(items), record, keys, report,
-                                                                             on_progress, on_file)
+            pool = _Pool(ray, settings, video, workers, gpus_per_worker, retries)
+            pool.run(todo, len(items), record, keys, report, on_progress, on_file, stop)
     report.seconds = time.perf_counter() - start
     return report
 
@@ -525,9 +535,7 @@ class _Pool:
 
     def run(self, todo: deque[BatchItem], total: int, record: Record, keys: dict[BatchItem, dict[str, object]],
             report: BatchReport, on_progress: Callable[[BatchProgress], None] | None,
-            on_file: Callable[[FileResult], None] | None) -> None:
-        from derain.stream.runtime import Terminated
-
+            on_file: Callable[[FileResult], None] | None, stop: threading.Event | None) -> None:
         report.workers = self.described
         slots = [_Slot(f"w{k}", self._spawn(f"w{k}")) for k in range(min(self.count, len(todo)))]
         running: dict[Any, _Slot] = {}
@@ -543,6 +551,9 @@ class _Pool:
 
         try:
             while todo or running:
+                if stop is not None and stop.is_set():
+                    self._cancel(slots, report, finish, "stopped")
+                    return
                 for slot in slots:
                     if slot.item is None and todo:
                         slot.item, slot.started = todo.popleft(), time.perf_counter()
@@ -553,16 +564,21 @@ class _Pool:
                     self._collect(ref, running.pop(ref), todo, attempts, finish)
                 if on_progress is not None:
                     on_progress(self._progress(report, total, slots))
-        except (KeyboardInterrupt, Terminated) as stop:
-            report.interrupted = "SIGTERM" if isinstance(stop, Terminated) else "SIGINT"
-            for slot in slots:
-                if slot.item is not None:
-                    # Killing is the one way to stop a running actor task at once; its
-                    # temporary output is then removed here, where the path is seen too.
-                    self.ray.kill(slot.actor)
-                    part_path(slot.item.output).unlink(missing_ok=True)
-                    report.cancelled.append(str(slot.item.input))
-                    finish(slot, "interrupted", 0, f"{slot.item.input}: interrupted ({report.interrupted})")
+        except KeyboardInterrupt:
+            self._cancel(slots, report, finish, "SIGINT")
+
+    def _cancel(self, slots: list[_Slot], report: BatchReport, finish: Callable[[_Slot, str, int, str | None], None],
+                why: str) -> None:
+        """Stop handing out files and stop the running ones, each recorded as interrupted."""
+        report.interrupted = why
+        for slot in slots:
+            if slot.item is not None:
+                # Killing is the one way to stop a running actor task at once; its temporary
+                # output is then removed here, where the path is seen too.
+                self.ray.kill(slot.actor)
+                part_path(slot.item.output).unlink(missing_ok=True)
+                report.cancelled.append(str(slot.item.input))
+                finish(slot, "interrupted", 0, f"{slot.item.input}: interrupted ({why})")
 
     def _collect(self, ref: Any, slot: _Slot, todo: deque[BatchItem], attempts: dict[BatchItem, int],
                  finish: Callable[[_Slot, str, int, str | None], None]) -> None:

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import signal
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -162,3 +166,29 @@ def test_without_ray_the_error_names_the_extra(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
     with pytest.raises(derain.DerainError, match=r"pip install 'derain\[ray\]'"):
         derain.batch([tmp_path / "a.mp4"], tmp_path / "out")
+
+
+@needs_ray
+@pytest.mark.slow
+@pytest.mark.parametrize(("sig", "to_group", "status"), [(signal.SIGINT, True, 130), (signal.SIGTERM, False, 143)])
+def test_a_signal_stops_the_job_and_leaves_a_consistent_record(sig: signal.Signals, to_group: bool, status: int,
+                                                                tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """The command with its embedded Ray: Ctrl-C at a terminal reaches the whole process group
+    (Ray's processes too), SIGTERM only the command."""
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    make_video(inputs / "long.mp4", frames=400)
+    argv = ["batch", str(inputs), "-o", str(out), "--weights", str(tiny_checkpoint), "--device", "cpu", "--workers", "1"]
+    job = subprocess.Popen([sys.executable, "-m", "derain", *argv], start_new_session=True, text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not (out / ".long.part.mp4").exists() and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    (os.killpg if to_group else os.kill)(job.pid, sig)
+    stdout, stderr = job.communicate(timeout=120)
+
+    assert job.returncode == status, stderr
+    assert f"cancelled: {inputs / 'long.mp4'}" in stderr and "0 done" in stdout
+    assert [p.name for p in out.iterdir()] == [RECORD_NAME]
+    [line] = [json.loads(text) for text in (out / RECORD_NAME).read_text().splitlines()]
+    assert line["status"] == "interrupted"

@@ -19,6 +19,10 @@ done); 130 Ctrl-C and 143 SIGTERM (running files cancelled and recorded as inter
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -71,11 +75,11 @@ def summarise(report: BatchReport) -> int:
     from derain.cli.console import out, warn
 
     if report.interrupted:
-        warn(f"interrupted ({report.interrupted}); cancelled: {', '.join(report.cancelled) or 'none running'}")
+        warn(f"interrupted ({'SIGTERM' if report.interrupted == 'stopped' else report.interrupted}); cancelled: {', '.join(report.cancelled) or 'none running'}")
     out.print(f"derain batch: {report.done} done, {report.failed} failed, {report.skipped} skipped "
               f"in {report.seconds:.1f} s ({report.fps:.2f} fps) on {len(report.workers)} worker(s)")
     if report.interrupted:
-        return EXIT_SIGTERM if report.interrupted == "SIGTERM" else EXIT_SIGINT
+        return EXIT_SIGTERM if report.interrupted == "stopped" else EXIT_SIGINT
     return EXIT_ERROR if report.failed else 0
 
 
@@ -83,16 +87,27 @@ def run(args: argparse.Namespace) -> int:
     import derain
     from derain.cli.options import check_json_option, engine_options, write_json
     from derain.cli.progress import BatchBar
-    from derain.cli.video import sigterm_as_exception
 
     check_json_option(args.json, overwrite=True)
     bar = BatchBar()
-    with sigterm_as_exception(), bar.shown():
+    terminated = threading.Event()
+    with sigterm_sets(terminated), bar.shown():
         report = derain.batch(
             args.inputs, args.output, batch=args.batch, codec=args.codec, crf=args.crf, bitrate=args.bitrate, preset=args.preset,
             workers=args.workers, gpus_per_worker=args.gpus_per_worker, address=args.address, retries=args.retries,
-            force=args.force, on_progress=bar.update, on_file=show, **engine_options(args),
+            force=args.force, on_progress=bar.update, on_file=show, stop=terminated, **engine_options(args),
         )
     if args.json:
         write_json(args.json, report.to_dict())
     return summarise(report)
+
+
+@contextlib.contextmanager
+def sigterm_sets(event: threading.Event) -> Iterator[None]:
+    """SIGTERM sets `event` (the job stops between two waits) rather than raising in the middle
+    of Ray's own calls, which turn an exception from a handler into a SystemError."""
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: event.set())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
