@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from derain.models.data import IMAGE_SUFFIXES
 from derain.models.errors import DerainError, EngineError, InputError
 from derain.models.files import atomic_path
+from derain.models.hub import resolve_weights
 
 if TYPE_CHECKING:
     from derain.engines import Engine
@@ -468,6 +469,8 @@ def batch(
         "weights": settings.weights, "engine": settings.engine if settings.factory is None else _qualname(settings.factory),
         "precision": precision, "stages": stages, "tile": tile, "codec": codec, "crf": crf, "bitrate": bitrate, "preset": preset,
     }
+    if address is None and isinstance(engine, str):
+        resolve_weights(weights)  # the workers share this machine: a missing file is refused before Ray starts
     ray = _import_ray()
     root.mkdir(parents=True, exist_ok=True)
     record = Record(root)

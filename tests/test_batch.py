@@ -159,6 +159,9 @@ def test_inputs_that_cannot_be_planned_are_refused_in_one_line(tmp_path: Path) -
     with pytest.raises(FileNotFoundError, match="missing.mp4: no such file"):
         plan_batch([tmp_path / "missing.mp4"], tmp_path / "out")
     assert main(["batch", str(tmp_path / "notes.txt"), "-o", str(tmp_path / "out")]) == 2
+    make_video(tmp_path / "a.mp4", frames=2)
+    assert main(["batch", str(tmp_path / "a.mp4"), "-o", str(tmp_path / "out"), "--weights", str(tmp_path / "nope.safetensors")]) == 2
+    assert not (tmp_path / "out").exists()  # refused before Ray starts or anything is written
 
 
 def test_without_ray_the_error_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
