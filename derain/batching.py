@@ -484,6 +484,8 @@ def batch(
         else:
             todo.append(item)
     start = time.perf_counter()
+    if on_progress is not None:
+        on_progress(BatchProgress(len(report.files), len(items), 0, {}))  # the count, while Ray starts
     if todo:
         with _ray_session(ray, address, workers):
             pool = _Pool(ray, settings, video, workers, gpus_per_worker, retries)
