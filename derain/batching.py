@@ -308,7 +308,10 @@ class Worker:
         """Where this worker runs and on what, or the error that keeps it from running."""
         if self.failure is not None:
             return {"name": self.name, "error": self.failure}
-        return {"name": self.name, "host": socket.gethostname(), "pid": os.getpid(), "backend": self.engine.backend,
+        import ray
+
+        return {"name": self.name, "host": socket.gethostname(), "node": ray.get_runtime_context().get_node_id(),
+                "pid": os.getpid(), "backend": self.engine.backend,
                 "device": str(self.engine.device), "precision": self.engine.precision}
 
     def progress(self) -> tuple[str, int, int] | None:
@@ -370,6 +373,18 @@ def default_workers(gpus: float) -> int:
     return int(gpus) if gpus >= 1 else max(1, (os.cpu_count() or 2) // 2)
 
 
+def _check_reachable(address: str) -> None:
+    """Refuse a HOST:PORT nothing answers on at once: Ray itself retries such an address for minutes."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto", or a form Ray reads its own way
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as err:
+        raise DerainError(f"--address {address}: no Ray cluster answers there ({err.strerror or err}); "
+                          "start one with `ray start --head`, or check the host and port") from None
+
+
 @contextlib.contextmanager
 def _ray_session(ray: Any, address: str | None, workers: int | None) -> Iterator[None]:
     """Ray for the job: the one this process already joined, a cluster at `address`, or an
@@ -379,7 +394,12 @@ def _ray_session(ray: Any, address: str | None, workers: int | None) -> Iterator
         return
     sigterm = signal.getsignal(signal.SIGTERM)
     if address is not None:
-        ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+        _check_reachable(address)
+        try:
+            ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            raise DerainError(f"--address {address}: cannot join the Ray cluster ({str(err).splitlines()[0]}); "
+                              "check the address, and RAY_AUTH_MODE=token where the cluster uses token authentication") from None
     else:
         cores = os.cpu_count() or 1
         ray.init(address="local", num_cpus=max(cores, workers or 1), include_dashboard=False,
