@@ -195,3 +195,33 @@ def test_a_signal_stops_the_job_and_leaves_a_consistent_record(sig: signal.Signa
     assert [p.name for p in out.iterdir()] == [RECORD_NAME]
     [line] = [json.loads(text) for text in (out / RECORD_NAME).read_text().splitlines()]
     assert line["status"] == "interrupted"
+
+
+@needs_ray
+@pytest.mark.slow
+def test_a_job_spreads_over_the_nodes_of_a_cluster(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """Two Ray nodes of one CPU each (ray.cluster_utils.Cluster, in a process of its own so as not
+    to meet this module's Ray): --address joins them, one worker lands on each."""
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    for name in ("a.mp4", "b.mp4", "c.mkv"):
+        make_video(inputs / name, frames=4)
+    code = f"""
+import json, ray, derain
+from ray.cluster_utils import Cluster
+cluster = Cluster(initialize_head=True, head_node_args={{"num_cpus": 1}})
+cluster.add_node(num_cpus=1)
+try:
+    report = derain.batch([{str(inputs)!r}], {str(out)!r}, weights={str(tiny_checkpoint)!r}, device="cpu", workers=2,
+                          address=cluster.address)
+    print(json.dumps(report.to_dict()))
+finally:
+    ray.shutdown()
+    cluster.shutdown()
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (report["done"], report["failed"]) == (3, 0)
+    assert len({worker["node"] for worker in report["workers"]}) == 2
+    assert all(len(video_info(out / name)["pts"]) == 4 for name in ("a.mp4", "b.mp4", "c.mkv"))
