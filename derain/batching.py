@@ -40,6 +40,7 @@ log = logging.getLogger("derain")
 PathLike = str | os.PathLike[str]
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".ts", ".m4v")
 RECORD_NAME = ".derain-batch.jsonl"
+START_TIMEOUT = 600  # seconds for a worker to be placed and build its engine (a TensorRT build takes minutes)
 Kind = Literal["video", "image"]
 
 __all__ = ["BatchReport", "FileResult", "BatchProgress", "batch", "plan_batch", "VIDEO_SUFFIXES", "RECORD_NAME"]
@@ -549,20 +550,30 @@ class _Pool:
         self.actor_class = ray.remote(num_cpus=1, num_gpus=self.gpus, max_restarts=0, max_concurrency=2)(Worker)
         self.described: list[dict[str, object]] = []
 
-    def _spawn(self, name: str) -> Any:
-        actor = self.actor_class.remote(name, self.settings)
-        description: dict[str, object] = self.ray.get(actor.describe.remote())
-        if "error" in description:
-            self.ray.kill(actor)
-            raise EngineError(f"worker {name}: {description['error']}")
-        self.described.append(description)
-        return actor
+    def _start(self, names: list[str]) -> list[Any]:
+        """Actors for `names`, started side by side, once each has built its engine."""
+        actors = [self.actor_class.remote(name, self.settings) for name in names]
+        try:
+            described: list[dict[str, object]] = self.ray.get([actor.describe.remote() for actor in actors], timeout=START_TIMEOUT)
+        except self.ray.exceptions.GetTimeoutError:
+            for actor in actors:
+                self.ray.kill(actor)
+            raise EngineError(f"{len(names)} worker(s) did not start within {START_TIMEOUT} s: the Ray cluster may lack "
+                              f"the CPUs/GPUs asked for (--workers, --gpus-per-worker)") from None
+        for name, description in zip(names, described):
+            if "error" in description:
+                for started in actors:
+                    self.ray.kill(started)
+                raise EngineError(f"worker {name}: {description['error']}")
+        self.described.extend(described)
+        return actors
 
     def run(self, todo: deque[BatchItem], total: int, record: Record, keys: dict[BatchItem, dict[str, object]],
             report: BatchReport, on_progress: Callable[[BatchProgress], None] | None,
             on_file: Callable[[FileResult], None] | None, stop: threading.Event | None) -> None:
         report.workers = self.described
-        slots = [_Slot(f"w{k}", self._spawn(f"w{k}")) for k in range(min(self.count, len(todo)))]
+        names = [f"w{k}" for k in range(min(self.count, len(todo)))]
+        slots = [_Slot(name, actor) for name, actor in zip(names, self._start(names))]
         running: dict[Any, _Slot] = {}
         attempts: dict[BatchItem, int] = {}
 
@@ -618,7 +629,7 @@ class _Pool:
             log.warning("worker %s died running %s (%s); starting a replacement", slot.name, item.input, why)
             part_path(item.output).unlink(missing_ok=True)
             slot.spawned += 1
-            slot.actor = self._spawn(f"{slot.name}.{slot.spawned}")
+            [slot.actor] = self._start([f"{slot.name}.{slot.spawned}"])
             if attempts[item] <= self.retries:
                 slot.item = None
                 todo.appendleft(item)
