@@ -310,9 +310,10 @@ class Worker:
         if self.failure is not None:
             return {"name": self.name, "error": self.failure}
         import ray
+        import torch
 
         return {"name": self.name, "host": socket.gethostname(), "node": ray.get_runtime_context().get_node_id(),
-                "pid": os.getpid(), "backend": self.engine.backend,
+                "pid": os.getpid(), "threads": torch.get_num_threads(), "backend": self.engine.backend,
                 "device": str(self.engine.device), "precision": self.engine.precision}
 
     def progress(self) -> tuple[str, int, int] | None:
@@ -546,8 +547,12 @@ class _Pool:
         if self.gpus * self.count > gpus or self.count > cpus:
             raise InputError(f"--workers {self.count} x --gpus-per-worker {self.gpus:g}: the Ray cluster has {cpus:g} CPU(s) "
                              f"and {gpus:g} GPU(s); ask for fewer workers")
+        # Ray sets a worker's torch threads (OMP_NUM_THREADS) to the CPUs it holds: on one node the
+        # workers share its cores out; across nodes a worker holds one, so that any node fits it.
+        one_node = sum(1 for node in ray.nodes() if node.get("Alive")) == 1
+        self.cpus = max(1, int(cpus // self.count)) if one_node else 1
         # Two threads per actor: one runs a file, the other answers `progress` meanwhile.
-        self.actor_class = ray.remote(num_cpus=1, num_gpus=self.gpus, max_restarts=0, max_concurrency=2)(Worker)
+        self.actor_class = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus, max_restarts=0, max_concurrency=2)(Worker)
         self.described: list[dict[str, object]] = []
 
     def _start(self, names: list[str]) -> list[Any]:

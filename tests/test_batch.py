@@ -69,7 +69,7 @@ def test_a_mixed_folder_then_a_rerun_that_skips_then_force(local_ray: None, tiny
     assert main(argv) == 1
     report = json.loads(summary.read_text())
     assert (report["done"], report["failed"], report["skipped"]) == (3, 1, 0)
-    assert len(report["workers"]) == 2
+    assert [w["threads"] for w in report["workers"]] == [1, 1]  # two workers share the two CPUs of the node
     status = {Path(f["input"]).name: f for f in report["files"]}
     assert status["bad.mp4"]["status"] == "failed" and "bad.mp4" in status["bad.mp4"]["error"]
     assert "bad.mp4" in capsys.readouterr().err
@@ -128,6 +128,7 @@ def test_ctrl_c_cancels_the_running_files_and_a_rerun_does_them(local_ray: None,
     report = derain.batch([inputs], tmp_path / "out", weights=tiny_checkpoint, device="cpu", workers=1,
                           on_progress=interrupt_once_running)
     assert report.interrupted == "SIGINT" and report.cancelled == [str(inputs / "long.mp4")]
+    assert report.workers[0]["threads"] == 2  # one worker holds both CPUs
     assert [r.status for r in report.files] == ["interrupted"]
     assert not (tmp_path / "out" / "long.mp4").exists() and no_partial_files(tmp_path / "out")
 
