@@ -44,6 +44,8 @@ _EXPORTS = {
     "LiveJob": "derain.api",
     "frames": "derain.api",
     "DerainedFrame": "derain.api",
+    "batch": "derain.batching",
+    "BatchReport": "derain.batching",
 }
 
 __all__ = [
@@ -69,6 +71,8 @@ __all__ = [
     "LiveJob",
     "frames",
     "DerainedFrame",
+    "batch",
+    "BatchReport",
 ]
 
 
@@ -98,6 +102,7 @@ if TYPE_CHECKING:
         live,
         video,
     )
+    from derain.batching import BatchReport, batch
     from derain.engines import Engine, build_engine
     from derain.models.brn import BRN
     from derain.models.errors import DerainError, EngineError, InputError, OutputError, WeightsError

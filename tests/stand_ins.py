@@ -35,3 +35,33 @@ class ModelEngine(IdentityEngine):
     def run(self, batch: torch.Tensor) -> torch.Tensor:
         self.calls += 1
         return self.model(batch)[0].clamp(0, 1)
+
+
+class KillsItsWorker(IdentityEngine):
+    """The identity, except that its first call in any process SIGKILLs that process, once for
+    all processes: `marker` is created just before, so the retry on a fresh worker goes through."""
+
+    backend = "kills-its-worker"
+
+    def __init__(self, marker: str) -> None:
+        super().__init__()
+        self.marker = marker
+
+    def run(self, batch: torch.Tensor) -> torch.Tensor:
+        import os
+        import signal
+
+        if not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().run(batch)
+
+
+class BuildKiller:
+    """An engine factory for `derain.batch(engine=...)`: pickled to each worker, builds there."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __call__(self) -> KillsItsWorker:
+        return KillsItsWorker(self.marker)

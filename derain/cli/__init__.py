@@ -19,7 +19,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-COMMANDS = ("video", "live", "image", "eval", "eval-video", "bench", "demo", "weights", "export", "train")
+COMMANDS = ("video", "live", "image", "batch", "eval", "eval-video", "bench", "demo", "weights", "export", "train")
 # Errors whose message is already one line that says what to do (beside derain.DerainError).
 OS_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
 
