@@ -135,3 +135,13 @@ def test_live_sources_open_with_timeouts_and_report_refusals(tmp_path: Path) -> 
         port = sock.getsockname()[1]
     with pytest.raises(SourceUnavailable, match="connection refused"):
         open_live(parse_source(f"rtsp://127.0.0.1:{port}/x", timeout=2.0), timeout=2.0)
+
+
+def test_the_io_layer_imports_without_torch() -> None:
+    """What lets this file run where no CPU build of torch is at hand (tests/newest-pyav.sh)."""
+    import subprocess
+    import sys
+
+    code = "import sys, derain.stream.decode, derain.stream.encode, derain.stream.sources; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
