@@ -31,7 +31,7 @@ from derain.stream.decode import Source, open_source
 from derain.stream.decode import frames as decoded_frames
 from derain.stream.encode import EncodeOptions, Sink
 from derain.stream.images import ImageJob, plan_jobs, run_jobs
-from derain.stream.live_pipeline import LiveReport, LiveStats, run_live
+from derain.stream.live_pipeline import LiveReport, LiveStats, check_live_job, run_live
 from derain.stream.pipeline import VideoJob, check_paths, run_video
 from derain.stream.sources import open_live, parse_source
 from derain.stream.stats import Stats, VideoReport, periodic
@@ -391,7 +391,7 @@ def live(
         timeout: seconds an open or a read may wait for data.
         reconnect_max: tries in a row before giving up (0: end at the first drop).
         max_latency: seconds from arrival after which a frame is dropped rather than output.
-        drop_policy: "oldest" (freshest picture) or "thin" (keep every Nth frame).
+        drop_policy: "oldest" (freshest picture) or "every-nth" (keep every Nth frame: even motion).
         input_options: FFmpeg input options, e.g. {"video_size": "1280x720"} for a camera.
         stop: set it from another thread to stop the job; it then returns its report.
         on_start: called with the first opened source before frames flow; may return a context.
@@ -417,8 +417,7 @@ def live(
         reconnect_max=reconnect_max, max_latency=max_latency, drop_policy=drop_policy, compare=compare,
         overwrite=overwrite, encode=EncodeOptions(codec, crf, bitrate, preset, tune="zerolatency"),
     )
-    if job.output is not None and job.output.exists() and not overwrite:
-        raise FileExistsError(f"{job.output}: already exists; pass --overwrite to replace it")
+    check_live_job(job)  # before the model loads
     runner = engine_for(weights, engine, device, precision, stages, tile, allow_lossy)
     counts = stats or LiveStats()
 
@@ -464,6 +463,8 @@ class LiveJob:
     def stop(self, timeout: float | None = None) -> LiveReport:
         """Stop the job (it finalises its recording) and return its report."""
         self._stop.set()
+        if self._thread.ident is None:
+            raise RuntimeError("the live job was never started; use it in a with block, or call start()")
         self._thread.join(timeout)
         if self._error is not None:
             raise self._error
@@ -473,10 +474,17 @@ class LiveJob:
 
     @property
     def report(self) -> LiveReport:
-        return self.stop()
+        """The report, once the job has stopped."""
+        if self._report is None:
+            raise RuntimeError("the live job is still running; its report comes when stop() returns")
+        return self._report
 
     def __enter__(self) -> LiveJob:
         return self.start()
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        try:
+            self.stop()
+        except Exception:
+            if kind is None:  # the block's own error, if any, is the one to see
+                raise

@@ -202,6 +202,21 @@ def _same_picture(first: Source, again: Source) -> bool:
     return (again.width, again.height, again.layout.format) == (first.width, first.height, first.layout.format)
 
 
+def check_live_job(job: LiveJob) -> None:
+    """Every refusal that needs neither the model nor the source: options, paths, the re-stream URL."""
+    if job.drop_policy not in DROP_POLICIES:
+        raise LiveError(f"--drop-policy {job.drop_policy}: choose one of {', '.join(DROP_POLICIES)}")
+    if job.timeout <= 0 or job.max_latency <= 0 or job.reconnect_max < 0:
+        raise LiveError("--timeout and --max-latency must be positive, --reconnect-max 0 or more")
+    if job.output is not None:
+        if job.output.exists() and not job.overwrite:
+            raise FileExistsError(f"{job.output}: already exists; pass --overwrite to replace it")
+        if not job.output.parent.is_dir():
+            raise FileNotFoundError(f"{job.output.parent}: no such folder for the recording")
+    if job.restream is not None:
+        restream_target(job.restream, job.timeout)  # a malformed URL is refused before the source is opened
+
+
 def run_live(
     job: LiveJob,
     engine: Engine,
@@ -217,17 +232,7 @@ def run_live(
     recording is finalised in every case. Errors before the first frame
     (a source that cannot be opened, an unusable sink) raise LiveError.
     """
-    if job.drop_policy not in DROP_POLICIES:
-        raise LiveError(f"--drop-policy {job.drop_policy}: choose one of {', '.join(DROP_POLICIES)}")
-    if job.timeout <= 0 or job.max_latency <= 0 or job.reconnect_max < 0:
-        raise LiveError("--timeout and --max-latency must be positive, --reconnect-max 0 or more")
-    if job.output is not None:
-        if job.output.exists() and not job.overwrite:
-            raise FileExistsError(f"{job.output}: already exists; pass --overwrite to replace it")
-        if not job.output.parent.is_dir():
-            raise FileNotFoundError(f"{job.output.parent}: no such folder for the recording")
-    if job.restream is not None:
-        restream_target(job.restream, job.timeout)  # a malformed URL is refused before the source is opened
+    check_live_job(job)
     stats = stats or LiveStats()
     source = _open_first(job)
     try:

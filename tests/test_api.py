@@ -95,15 +95,48 @@ def test_image_reports_each_file(tmp_path: Path, tiny_checkpoint: Path) -> None:
 
 def test_live_stops_from_another_thread(tmp_path: Path, tiny_checkpoint: Path) -> None:
     src = make_video(tmp_path / "in.mkv", frames=250, rate=25)
-    stop = threading.Event()
-    threading.Timer(1.5, stop.set).start()
-    report = derain.live(src, realtime=True, output=tmp_path / "rec.mkv", weights=tiny_checkpoint, device="cpu", stop=stop)
-    assert report.stopped_by == "stop" and report.stats["frames_out"] > 0
+    from derain.stream.live_pipeline import LiveStats
+
+    stop, stats = threading.Event(), LiveStats()
+
+    def stop_once_frames_flow() -> None:
+        while stats.written < 5:
+            threading.Event().wait(0.05)
+        stop.set()
+
+    threading.Thread(target=stop_once_frames_flow, daemon=True).start()
+    report = derain.live(src, realtime=True, output=tmp_path / "rec.mkv", weights=tiny_checkpoint, device="cpu",
+                         stop=stop, stats=stats)
+    assert report.stopped_by == "stop" and 5 <= report.stats["frames_out"] < 250
     assert len(video_info(tmp_path / "rec.mkv")["pts"]) == report.stats["frames_out"]
 
 
 def test_live_job_is_a_context(tmp_path: Path, tiny_checkpoint: Path) -> None:
     src = make_video(tmp_path / "in.mkv", frames=250, rate=25)
-    with derain.LiveJob(src, realtime=True, output=tmp_path / "rec.mkv", weights=tiny_checkpoint, device="cpu") as job:
-        threading.Event().wait(1.5)
+    from derain.stream.live_pipeline import LiveStats
+
+    stats = LiveStats()
+    with derain.LiveJob(src, realtime=True, output=tmp_path / "rec.mkv", weights=tiny_checkpoint, device="cpu", stats=stats) as job:
+        while stats.written < 3:
+            threading.Event().wait(0.05)
     assert job.report.stats["frames_out"] > 0 and (tmp_path / "rec.mkv").is_file()
+
+
+def test_live_refuses_bad_options_before_the_model_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_model(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was loaded before the options were checked")
+
+    monkeypatch.setattr(derain.api, "engine_for", no_model)
+    url = "rtsp://127.0.0.1:9/x"
+    for options, error in (({"timeout": 0}, derain.InputError), ({"drop_policy": "thin"}, derain.InputError),
+                           ({"restream": "foo://x"}, derain.InputError), ({"output": tmp_path / "no" / "x.mkv"}, FileNotFoundError)):
+        with pytest.raises(error):
+            derain.live(url, **options)  # type: ignore[arg-type]
+    from derain.cli import main
+
+    assert main(["live", url, "--json", str(tmp_path / "no" / "s.jsonl")]) == 2
+
+
+def test_a_live_job_never_started_says_so() -> None:
+    with pytest.raises(RuntimeError, match="never started"):
+        derain.LiveJob("rtsp://127.0.0.1:9/x").stop()

@@ -163,12 +163,13 @@ def default_preset(args: argparse.Namespace) -> str | None:
 def run(args: argparse.Namespace) -> int:
     import derain
     from derain.cli.console import err, warn
-    from derain.cli.options import engine_options, open_preview
+    from derain.cli.options import check_json_option, engine_options, open_preview
     from derain.cli.video import sigterm_as_exception
     from derain.stream.live_pipeline import LiveStats, json_lines
     from derain.stream.pipeline import Terminated
 
     options = input_options(args.option)
+    check_json_option(args.json, overwrite=True)  # appended to, but its folder must be there
     preview = open_preview(args, f"derain live: {args.source}")
     stats = LiveStats()
 
