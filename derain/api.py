@@ -212,7 +212,7 @@ def check_video_job(job: VideoJob) -> None:
     if not job.input.is_file():
         raise FileNotFoundError(f"{job.input}: no such file" if not job.input.exists() else f"{job.input}: not a file")
     if job.start < 0 or (job.duration is not None and job.duration <= 0):
-        raise InputError(f"--start {job.start} / --duration {job.duration}: need --start >= 0 and --duration > 0")
+        raise InputError(f"start={job.start} / duration={job.duration}: need `start` >= 0 and `duration` > 0")
     check_paths(job)
 
 

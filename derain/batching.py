@@ -383,7 +383,7 @@ def _check_reachable(address: str) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=5).close()
     except OSError as err:
-        raise DerainError(f"--address {address}: no Ray cluster answers there ({err.strerror or err}); "
+        raise DerainError(f"address={address!r}: no Ray cluster answers there ({err.strerror or err}); "
                           "start one with `ray start --head`, or check the host and port") from None
 
 
@@ -400,7 +400,7 @@ def _ray_session(ray: Any, address: str | None, workers: int | None) -> Iterator
         try:
             ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as err:
-            raise DerainError(f"--address {address}: cannot join the Ray cluster ({str(err).splitlines()[0]}); "
+            raise DerainError(f"address={address!r}: cannot join the Ray cluster ({str(err).splitlines()[0]}); "
                               "check the address, and RAY_AUTH_MODE=token where the cluster uses token authentication") from None
     else:
         cores = os.cpu_count() or 1
@@ -478,8 +478,8 @@ def batch(
             (before any file); FileNotFoundError for a missing input.
     """
     if batch < 1 or retries < 0 or (workers is not None and workers < 1) or (gpus_per_worker or 0) < 0:
-        raise InputError(f"--batch {batch} / --retries {retries} / --workers {workers} / --gpus-per-worker {gpus_per_worker}: "
-                         "need batch >= 1, retries >= 0, workers >= 1, gpus-per-worker >= 0")
+        raise InputError(f"batch={batch} / retries={retries} / workers={workers} / gpus_per_worker={gpus_per_worker}: "
+                         "need `batch` >= 1, `retries` >= 0, `workers` >= 1, `gpus_per_worker` >= 0")
     root = Path(outdir)
     if root.exists() and not root.is_dir():
         raise NotADirectoryError(f"-o {root}: is a file; give a folder for the outputs")
@@ -545,7 +545,7 @@ class _Pool:
         self.count = workers or default_workers(gpus)
         cpus = float(ray.cluster_resources().get("CPU", 0))
         if self.gpus * self.count > gpus or self.count > cpus:
-            raise InputError(f"--workers {self.count} x --gpus-per-worker {self.gpus:g}: the Ray cluster has {cpus:g} CPU(s) "
+            raise InputError(f"workers={self.count} x gpus_per_worker={self.gpus:g}: the Ray cluster has {cpus:g} CPU(s) "
                              f"and {gpus:g} GPU(s); ask for fewer workers")
         # Ray sets a worker's torch threads (OMP_NUM_THREADS) to the CPUs it holds: on one node the
         # workers share its cores out; across nodes a worker holds one, so that any node fits it.
@@ -564,7 +564,7 @@ class _Pool:
             for actor in actors:
                 self.ray.kill(actor)
             raise EngineError(f"{len(names)} worker(s) did not start within {START_TIMEOUT} s: the Ray cluster may lack "
-                              f"the CPUs/GPUs asked for (--workers, --gpus-per-worker)") from None
+                              f"the CPUs/GPUs asked for (`workers`, `gpus_per_worker`)") from None
         for name, description in zip(names, described):
             if "error" in description:
                 for started in actors:

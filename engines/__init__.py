@@ -65,7 +65,7 @@ def choose_backend(device: torch.device, why_not: Callable[[str], str | None] = 
         why_not: None for a module that imports, else the reason it does not (`import_problem`).
     """
     if device.type != "cuda":
-        return "eager", ["tensorrt needs a CUDA GPU", "compile runs on the CPU only when asked (--engine compile): Inductor builds each frame size for tens of seconds"]
+        return "eager", ["tensorrt needs a CUDA GPU", "compile runs on the CPU only when asked (engine='compile'): Inductor builds each frame size for tens of seconds"]
     passed: list[str] = []
     problem = why_not("torch_tensorrt")
     if problem is None:
@@ -115,7 +115,7 @@ def build_engine(
             notes.extend(passed)
     backends: dict[str, Callable[[BRN, torch.device, str], Engine]] = {"tensorrt": TensorRTEngine, "compile": CompileEngine, "eager": EagerEngine, "onnx": OnnxEngine}
     if engine not in backends:
-        raise EngineError(f"--engine {engine!r}: use one of {', '.join(BACKENDS)}")
+        raise EngineError(f"engine={engine!r}: use one of {', '.join(BACKENDS)}")
     if engine == "onnx" and precision in (None, "auto"):
         prec = "fp32"
     built = backends[engine](model, dev, prec)

@@ -78,15 +78,15 @@ class AccuracyGuard:
                 self.db = psnr(output.float(), fp32_reference(self._model, frame[:1], engine))
                 if self.db < self.min_db:
                     message = (
-                        f"--precision {engine.precision} on the {engine.backend} engine differs from fp32 by "
+                        f"precision={engine.precision!r} on the {engine.backend} engine differs from fp32 by "
                         f"{self.db:.1f} dB PSNR on this input (minimum {self.min_db:.0f} dB)"
                     )
                     if not self.allow_lossy:
-                        self._refusal = message + "; use --precision fp32, or --allow-lossy (allow_lossy=True) to accept it"
+                        self._refusal = message + "; use precision='fp32', or allow_lossy=True to accept it"
                     elif self.warn is not None:
-                        self.warn(message + "; going on because of --allow-lossy")
+                        self.warn(message + "; going on because of allow_lossy=True")
                     else:
-                        warnings.warn(message + "; going on because of allow_lossy", LossyEngineWarning, stacklevel=3)
+                        warnings.warn(message + "; going on because of allow_lossy=True", LossyEngineWarning, stacklevel=3)
                 if self._refusal is None:
                     self.done, self._model = True, None  # the reference is not needed again
         if self._refusal is not None:

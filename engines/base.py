@@ -187,14 +187,14 @@ def select_device(name: str | None = None) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise EngineError(f"--device {name!r} is not a device: use cpu, cuda or cuda:N") from None
+        raise EngineError(f"device={name!r} is not a device: use cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise EngineError(f"--device {name}: this machine has no CUDA GPU that PyTorch can use; use --device cpu")
+            raise EngineError(f"device={name!r}: this machine has no CUDA GPU that PyTorch can use; use device='cpu'")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise EngineError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
+            raise EngineError(f"device={name!r}: only {torch.cuda.device_count()} CUDA device(s) here")
     elif device.type != "cpu":
-        raise EngineError(f"--device {name}: only cpu and cuda devices are supported")
+        raise EngineError(f"device={name!r}: only cpu and cuda devices are supported")
     return device
 
 
@@ -203,7 +203,7 @@ def select_precision(name: str | None, device: torch.device) -> str:
     if name in (None, "auto"):
         return "fp16" if device.type == "cuda" else "fp32"
     if name not in PRECISIONS:
-        raise EngineError(f"--precision {name!r}: use one of {', '.join(PRECISIONS)}")
+        raise EngineError(f"precision={name!r}: use one of {', '.join(PRECISIONS)}")
     return name
 
 

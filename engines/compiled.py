@@ -43,9 +43,9 @@ class CompileEngine(Engine):
 
     def __init__(self, model: BRN, device: torch.device, precision: str = "fp16", mode: str | None = None) -> None:
         if device.type not in ("cuda", "cpu"):
-            raise EngineError(f"--engine compile runs on cuda or cpu, not {device.type}; use --engine eager")
+            raise EngineError(f"engine='compile' runs on cuda or cpu, not {device.type}; use engine='eager'")
         if device.type == "cpu" and precision not in CPU_PRECISIONS:
-            raise EngineError(f"--engine compile on the CPU runs {' or '.join(CPU_PRECISIONS)}, not {precision}: use --precision fp32")
+            raise EngineError(f"engine='compile' on the CPU runs {' or '.join(CPU_PRECISIONS)}, not {precision}: use precision='fp32'")
         start = time.perf_counter()
         self.device, self.precision, self.dtype = device, precision, PRECISIONS[precision]
         self.mode = mode or (DEFAULT_MODE if device.type == "cuda" else CPU_MODE)

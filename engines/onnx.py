@@ -40,7 +40,7 @@ def export_onnx(model: BRN, path: str | Path, dynamic: bool = True, shape: tuple
     batch, _, height, width = shape
     if dynamic and not (DYNAMIC_BATCH[0] <= batch <= DYNAMIC_BATCH[1] and all(DYNAMIC_SIDE[0] <= s <= DYNAMIC_SIDE[1] for s in (height, width))):
         raise EngineError(
-            f"--shape {'x'.join(map(str, shape))}: a --dynamic export traces an example of batch {DYNAMIC_BATCH[0]}-{DYNAMIC_BATCH[1]} "
+            f"shape={'x'.join(map(str, shape))}: a dynamic export traces an example of batch {DYNAMIC_BATCH[0]}-{DYNAMIC_BATCH[1]} "
             f"and sides {DYNAMIC_SIDE[0]}-{DYNAMIC_SIDE[1]}; give one in range (the graph still takes any size in it)"
         )
     module = Derainer(copy.deepcopy(model)).eval().float().cpu()
@@ -91,9 +91,9 @@ class OnnxEngine(Engine):
     def __init__(self, model: BRN, device: torch.device, precision: str = "fp32", cache: EngineCache | None = None) -> None:
         problem = import_problem("onnxruntime")
         if problem:
-            raise EngineError(f"--engine onnx needs ONNX Runtime, which is {problem}: pip install 'derain[onnx]'")
+            raise EngineError(f"engine='onnx' needs ONNX Runtime, which is {problem}: pip install 'derain[onnx]'")
         if precision != "fp32":
-            raise EngineError(f"--engine onnx runs fp32 only, not {precision}: use --precision fp32")
+            raise EngineError(f"engine='onnx' runs fp32 only, not {precision}: use precision='fp32'")
         import onnxruntime as ort
 
         start = time.perf_counter()
@@ -101,7 +101,7 @@ class OnnxEngine(Engine):
         providers: list = ["CPUExecutionProvider"]
         if device.type == "cuda":
             if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise EngineError("--engine onnx on cuda needs onnxruntime-gpu; use --engine eager or --device cpu")
+                raise EngineError("engine='onnx' on cuda needs onnxruntime-gpu; use engine='eager' or device='cpu'")
             providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))
         cache = cache or EngineCache()
         key = {"backend": "onnx", "weights": weights_hash(model), "variant": model.variant, "stages": model.stages,

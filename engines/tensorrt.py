@@ -80,9 +80,9 @@ class TensorRTEngine(Engine):
     def __init__(self, model: BRN, device: torch.device, precision: str = "fp16", cache: EngineCache | None = None) -> None:
         problem = unavailable()
         if problem:
-            raise EngineError(f"--engine tensorrt: {problem}")
+            raise EngineError(f"engine='tensorrt': {problem}")
         if device.type != "cuda":
-            raise EngineError("--engine tensorrt needs a CUDA GPU; use --engine eager on the CPU")
+            raise EngineError("engine='tensorrt' needs a CUDA GPU; use engine='eager' on the CPU")
         self.model = model
         self.device, self.precision, self.dtype = device, precision, PRECISIONS[precision]
         self.cache = cache or EngineCache()
@@ -147,9 +147,9 @@ def serialize_engine(model: BRN, shape: tuple[int, int, int, int], device: torch
     """A plain serialised TensorRT engine (for trtexec or the TensorRT runtime) at `path`."""
     problem = unavailable()
     if problem:
-        raise EngineError(f"--format tensorrt: {problem}")
+        raise EngineError(f"format='tensorrt': {problem}")
     if device.type != "cuda":
-        raise EngineError("--format tensorrt needs a CUDA GPU")
+        raise EngineError("format='tensorrt' needs a CUDA GPU")
     import torch_tensorrt
 
     dtype = PRECISIONS[precision]

@@ -42,7 +42,7 @@ class TiledEngine(Engine):
 
     def __init__(self, inner: Engine, tile: int, overlap: int = 32) -> None:
         if tile <= 2 * overlap:
-            raise EngineError(f"--tile {tile} must be larger than twice the overlap ({overlap}); use --tile {2 * overlap + 64} or more")
+            raise EngineError(f"tile={tile} must be larger than twice the overlap ({overlap}); use tile={2 * overlap + 64} or more")
         self.inner, self.tile, self.overlap = inner, tile, overlap
         self.backend, self.precision = inner.backend, inner.precision
         self.device, self.dtype = inner.device, inner.dtype

@@ -40,7 +40,7 @@ def download(
         url: http(s) or file URL.
         target: where the file goes; replaced only by a complete, matching download.
         sha256: the expected SHA-256, hex.
-        hint: what the user can do, ending every error message (e.g. "give --mirror URL").
+        hint: what the user can do, ending every error message (e.g. "give a `mirror` URL").
         pinned_by: who pinned the hash, for the mismatch message (e.g. "as Debian's index gave it").
         error: the DerainError subclass to raise.
         timeout: seconds to wait for the server at each step.

@@ -40,7 +40,7 @@ class WeightInfo:
     """One named set of weights.
 
     Attributes:
-        name: what `load_model`, `--weights` and `derain weights fetch` take.
+        name: what `load_model`, `fetch_weights` and every `weights` argument take.
         variant: the BRN-family variant (brn, brn-xr, brn-rx, crn).
         training_data: what the weights were trained on.
         source: "builtin" (shipped with derain) or "authors" (the paper's release, fetched on request).
@@ -139,14 +139,14 @@ def fetch(
         return resolve_weights(BUILTIN_NAME)
     cfg = get_cfg(name)
     if not timeout > 0:
-        raise FetchError(f"--timeout {timeout:g}: give the network timeout in seconds, above 0")
+        raise FetchError(f"timeout={timeout:g}: give the network timeout in seconds, above 0")
     url = download_url(cfg, mirror)
     if urllib.parse.urlsplit(url).scheme not in ("http", "https", "file"):
-        raise FetchError(f"{url}: not an http(s) URL; give --mirror as http://host/folder/")
+        raise FetchError(f"{url}: not an http(s) URL; give `mirror` as http://host/folder/")
     target = cached_path(cfg)
     target.parent.mkdir(parents=True, exist_ok=True)
     return download(
-        url, target, cfg.sha256, hint="check the network or give --mirror URL", pinned_by=f"as expected for {cfg.name}",
+        url, target, cfg.sha256, hint="check the network or give a `mirror` URL", pinned_by=f"as expected for {cfg.name}",
         error=FetchError, timeout=timeout, progress=progress,
     )
 
@@ -164,7 +164,7 @@ def resolve_weights(spec: str | os.PathLike[str] | None) -> Path:
     if spec is None or (isinstance(spec, str) and is_builtin(spec)):
         if not BUILTIN_PATH.is_file():
             raise CheckpointError(
-                f"the built-in weights ({BUILTIN_PATH}) are not installed; give --weights NAME or a checkpoint path"
+                f"the built-in weights ({BUILTIN_PATH}) are not installed; give `weights` (a registry name or a checkpoint path)"
             )
         return BUILTIN_PATH
     path = Path(spec).expanduser()

@@ -38,7 +38,7 @@ LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 def check_temporal(k: int, rule: str = "mean") -> None:
     """Refuse a window that is not odd and positive, or an unknown rule."""
     if k < 1 or k % 2 == 0:
-        raise InputError(f"--temporal {k}: give an odd number of frames (1 is off, 3 or 5 fuse)")
+        raise InputError(f"temporal={k}: give an odd number of frames (1 is off, 3 or 5 fuse)")
     if rule not in FUSION_RULES:
         raise InputError(f"fusion rule {rule!r}: use one of {', '.join(FUSION_RULES)}")
 

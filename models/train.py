@@ -3,13 +3,13 @@
 Recipe (Shang et al. 2020): 100x100 patches, batch 12, Adam at 1e-3, learning rate x0.2 at 30%,
 50% and 80% of the run, loss = 0.55 * image loss + 0.45 * rain loss, each the negative of
 SSIM(final stage) + 0.5 * sum over stages of SSIM(stage); the rain branch is scored against
-the true rain layer (rainy - clean). `--l1 W` adds W x the mean absolute error of the final
+the true rain layer (rainy - clean). `l1=W` adds W x the mean absolute error of the final
 image (off by default): SSIM barely sees a uniform colour or brightness offset, which a small
-training set otherwise leaves in the output. `--procedural F` draws a share F of synthetic-rain
+training set otherwise leaves in the output. `procedural=F` draws a share F of synthetic-rain
 patches from generated dead-leaves images (discs and thin sticks), for colours a few photos
 do not cover and for streak-like structure that is not rain. Photo
 patches are turned, channel-shuffled and, half the time, re-exposed (gain and gamma) before the
-rain goes on; the rain is added or Screen-blended (`models/synth.py`). `--amp on`
+rain goes on; the rain is added or Screen-blended (`models/synth.py`). `amp='on'`
 trains in BF16 autocast on the CPU (about twice as fast where the CPU has BF16 units);
 CUDA uses FP16 autocast by default.
 
@@ -119,17 +119,17 @@ class TrainResult:
 def check_config(cfg: TrainConfig) -> None:
     """Refuse option values that cannot train, before any data is read or file written."""
     if cfg.epochs < 1 or cfg.batch < 1 or (cfg.steps_per_epoch is not None and cfg.steps_per_epoch < 1):
-        raise TrainError(f"--epochs {cfg.epochs} --batch {cfg.batch} --steps-per-epoch {cfg.steps_per_epoch}: each must be at least 1")
+        raise TrainError(f"epochs={cfg.epochs} batch={cfg.batch} steps_per_epoch={cfg.steps_per_epoch}: each must be at least 1")
     if cfg.patch < MIN_PATCH or cfg.val_crop < MIN_PATCH:
-        raise TrainError(f"--patch {cfg.patch} --val-crop {cfg.val_crop}: each must be at least {MIN_PATCH} pixels (the SSIM window is 11)")
+        raise TrainError(f"patch={cfg.patch} val_crop={cfg.val_crop}: each must be at least {MIN_PATCH} pixels (the SSIM window is 11)")
     if cfg.stages is not None and cfg.stages < 1:
-        raise TrainError(f"--stages {cfg.stages}: must be at least 1")
+        raise TrainError(f"stages={cfg.stages}: must be at least 1")
     if not cfg.lr > 0 or cfg.l1 < 0:
-        raise TrainError(f"--lr {cfg.lr:g} --l1 {cfg.l1:g}: the learning rate must be above 0 and the L1 weight at least 0")
+        raise TrainError(f"lr={cfg.lr:g} l1={cfg.l1:g}: the learning rate must be above 0 and the L1 weight at least 0")
     if not 0.0 <= cfg.heavy_fraction <= 1.0:
-        raise TrainError(f"--heavy-fraction {cfg.heavy_fraction:g}: give the share of heavy rain, from 0 to 1")
+        raise TrainError(f"heavy_fraction={cfg.heavy_fraction:g}: give the share of heavy rain, from 0 to 1")
     if cfg.resume and cfg.init is not None:
-        raise TrainError(f"--resume continues from {cfg.out}/{LAST_FILE}; drop --init {cfg.init} (it was used when the run started)")
+        raise TrainError(f"`resume` continues from {cfg.out}/{LAST_FILE}; drop init={str(cfg.init)!r} (it was used when the run started)")
 
 
 def check_not_test_set(path: str | Path) -> None:
@@ -141,7 +141,7 @@ def check_not_test_set(path: str | Path) -> None:
     if hit is not None:
         raise TrainError(
             f"{path}: looks like a test set ({hit}); training on it would make its scores meaningless. "
-            "Train on a training set (e.g. RainTrainL) or on clean images with --synthetic-rain, "
+            "Train on a training set (e.g. RainTrainL) or on clean images with synthetic_rain=True, "
             "and keep test sets for `derain eval`."
         )
 
@@ -247,22 +247,22 @@ Source = PairedSource | SyntheticSource
 def _synthetic_paths(folder: Path) -> list[Path]:
     paths = list_images(folder)
     if not paths:
-        raise TrainError(f"{folder}: no images found; --synthetic-rain needs a folder of clean images")
+        raise TrainError(f"{folder}: no images found; `synthetic_rain` needs a folder of clean images")
     return paths
 
 
 def build_sources(cfg: TrainConfig) -> tuple[Source, Source | None]:
-    """Training and validation sources; without --val a tenth of the data is held out."""
+    """Training and validation sources; without `val` a tenth of the data is held out."""
     if not 0.0 <= cfg.procedural <= 1.0:
-        raise TrainError(f"--procedural {cfg.procedural:g}: give the share of generated patches, from 0 to 1")
+        raise TrainError(f"procedural={cfg.procedural:g}: give the share of generated patches, from 0 to 1")
     if cfg.procedural and not cfg.synthetic_rain:
-        raise TrainError("--procedural: generated images have no rain of their own; add --synthetic-rain")
+        raise TrainError("`procedural`: generated images have no rain of their own; add synthetic_rain=True")
     sampler = RainSampler(heavy_fraction=cfg.heavy_fraction)
     data = Path(cfg.data)
     if not data.is_dir():
         raise TrainError(f"{data}: no such data folder")
     if cfg.val and not Path(cfg.val).is_dir():
-        raise TrainError(f"--val {cfg.val}: no such folder; give a folder of validation images or drop --val")
+        raise TrainError(f"val={str(cfg.val)!r}: no such folder; give a folder of validation images or drop `val`")
     perm_rng = np.random.default_rng([cfg.seed, 1])
     if cfg.synthetic_rain:
         items: list = _synthetic_paths(data)
@@ -273,7 +273,7 @@ def build_sources(cfg: TrainConfig) -> tuple[Source, Source | None]:
             items = find_pairs(data)
             val_items = find_pairs(cfg.val) if cfg.val else None
         except FileNotFoundError as err:
-            raise TrainError(f"{err}; for a folder of clean images add --synthetic-rain") from None
+            raise TrainError(f"{err}; for a folder of clean images add synthetic_rain=True") from None
         make = PairedSource
     if val_items is None and len(items) >= 2:
         order = perm_rng.permutation(len(items))
@@ -374,7 +374,7 @@ def _pick_device(name: str | None) -> torch.device:
 def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
     """Autocast dtype for `--amp`: FP16 on CUDA (auto or on), BF16 on the CPU (on only), or None for FP32."""
     if mode not in AMP_MODES:
-        raise TrainError(f"--amp {mode}: choose auto, on or off")
+        raise TrainError(f"amp={mode!r}: choose auto, on or off")
     if mode == "off" or (mode == "auto" and device.type != "cuda"):
         return None
     return torch.float16 if device.type == "cuda" else torch.bfloat16
@@ -387,7 +387,7 @@ def _initial_model(cfg: TrainConfig) -> BRN:
     model = load_model(cfg.init)
     if (cfg.variant and cfg.variant != model.variant) or (cfg.stages and cfg.stages != model.stages):
         raise TrainError(
-            f"--init {cfg.init} is {model.variant} with {model.stages} stages; drop --variant/--stages "
+            f"init={str(cfg.init)!r} is {model.variant} with {model.stages} stages; drop `variant`/`stages` "
             "or give matching values"
         )
     return model
@@ -415,7 +415,7 @@ class _Log:
 def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
     """Run (or resume) training as configured; returns where it stopped and what it wrote.
 
-    `cfg` is left as given: what a resumed run or `--init` settles (variant, stages, ...) goes
+    `cfg` is left as given: what a resumed run or `init` settles (variant, stages, ...) goes
     into a copy, which the run's log and state record.
 
     Raises:
@@ -427,26 +427,26 @@ def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
     check_not_test_set(cfg.data)
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
-        raise TrainError(f"--out {out}: is a file; give a folder for the run")
+        raise TrainError(f"out={str(out)!r}: is a file; give a folder for the run")
     state_path = out / STATE_FILE
     state = None
     if cfg.resume:
         if not state_path.is_file():
-            raise TrainError(f"{out}: nothing to resume (no {STATE_FILE}); run without --resume to start")
+            raise TrainError(f"{out}: nothing to resume (no {STATE_FILE}); run without `resume` to start")
         try:
             state = torch.load(state_path, map_location="cpu", weights_only=True)
             saved = json.loads(state["config"])
         except Exception as err:  # noqa: BLE001 - a truncated zip, a foreign pickle, a dict without our keys
             raise TrainError(
                 f"{state_path}: not a readable training state ({type(err).__name__}); "
-                f"start a new run from its weights with --init {out / LAST_FILE}"
+                f"start a new run from its weights with init={str(out / LAST_FILE)!r}"
             ) from None
         cfg.init = saved.get("init")  # the run's own start, for the checkpoints' description
         # The model and the batch stream must match the run being resumed; the rest may change.
         if cfg.synthetic_rain and state.get("recipe", 1) != DATA_RECIPE:
             raise TrainError(
-                f"--resume: {out} was started on an older synthetic-rain recipe; "
-                f"start a new run from its weights with --init {out / LAST_FILE}"
+                f"`resume`: {out} was started on an older synthetic-rain recipe; "
+                f"start a new run from its weights with init={str(out / LAST_FILE)!r}"
             )
         keys = ("variant", "stages", "patch", "batch", "seed", "synthetic_rain", "procedural", "heavy_fraction", "steps_per_epoch")
         for key in keys:
@@ -455,9 +455,9 @@ def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
             if key in ("variant", "stages", "steps_per_epoch") and getattr(cfg, key) is None:
                 setattr(cfg, key, was)
             elif getattr(cfg, key) != was:
-                raise TrainError(f"--resume: {key} was {was!r} in {out}, now {getattr(cfg, key)!r}; keep it the same")
+                raise TrainError(f"`resume`: {key} was {was!r} in {out}, now {getattr(cfg, key)!r}; keep it the same")
     elif state_path.exists() or any(out.glob("*.safetensors")):
-        raise TrainError(f"{out} already holds a run; add --resume to continue it or pick another --out")
+        raise TrainError(f"{out} already holds a run; add resume=True to continue it or pick another `out`")
 
     device = _pick_device(cfg.device)
     autocast = amp_dtype(cfg.amp, device)  # a bad --amp is refused before the data is read
@@ -570,7 +570,6 @@ def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
         if stop["signal"] is not None:
             result.stopped_by = int(stop["signal"])
             log("stopped", step=step, signal=int(stop["signal"]))
-            console.print(f"stopped at step {step}; continue with --resume")
         else:
             log("done", step=step, best_val_psnr=best if best > -math.inf else None)
     finally:

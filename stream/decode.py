@@ -156,7 +156,7 @@ def _open_streams(path: Path | str, container: av.container.InputContainer, star
     source._frames = _decode(source)
     first = next(source._frames, None)
     if first is None:
-        where = f" at or after --start {start}" if start > 0 else ""
+        where = f" at or after start={start}" if start > 0 else ""
         raise InputError(f"{path}: its video stream holds no frames{where}; nothing to derain")
     fmt = planar_format(first.format.name)
     source.layout = layout_of(fmt)
@@ -191,7 +191,7 @@ def _seek(path: Path | str, container: av.container.InputContainer, video: av.vi
                 return
         container.seek(0)
     except av.error.FFmpegError as err:
-        raise InputError(f"{path}: cannot seek to --start {start} ({_reason(err)})") from None
+        raise InputError(f"{path}: cannot seek to start={start} ({_reason(err)})") from None
 
 
 def _decoded(packet: av.Packet) -> list[av.VideoFrame]:

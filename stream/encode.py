@@ -47,9 +47,9 @@ def parse_bitrate(text: str) -> int:
     try:
         value = float(number) * scale
     except ValueError:
-        raise OutputError(f"--bitrate {text!r}: give bits per second, e.g. 4M or 800k") from None
+        raise OutputError(f"bitrate={text!r}: give bits per second, e.g. 4M or 800k") from None
     if value <= 0:
-        raise OutputError(f"--bitrate {text!r}: must be positive")
+        raise OutputError(f"bitrate={text!r}: must be positive")
     return int(value)
 
 
@@ -58,9 +58,9 @@ def choose_codec(path: Path, options: EncodeOptions, container: av.container.Out
     try:
         codec = av.codec.Codec(name, "w")
     except (av.codec.codec.UnknownCodecError, ValueError):
-        raise OutputError(f"--codec {name}: no such encoder in this FFmpeg build (try libx264, libx265, libvpx-vp9, ffv1, mjpeg)") from None
+        raise OutputError(f"codec={name!r}: no such encoder in this FFmpeg build (try libx264, libx265, libvpx-vp9, ffv1, mjpeg)") from None
     if codec.type != "video":
-        raise OutputError(f"--codec {name}: is not a video encoder")
+        raise OutputError(f"codec={name!r}: is not a video encoder")
     return codec.name
 
 
@@ -84,7 +84,7 @@ def choose_layout(source_layout: PixelLayout, codec: av.codec.Codec, width: int,
             continue
         usable.append(layout)
     if not usable:
-        raise OutputError(f"encoder {codec.name} takes no planar pixel format for {width}x{height}; choose another --codec")
+        raise OutputError(f"encoder {codec.name} takes no planar pixel format for {width}x{height}; choose another `codec`")
 
     def distance(layout: PixelLayout) -> tuple:
         return (
@@ -163,7 +163,7 @@ class Sink:
         crf = options.crf if options.crf is not None else (DEFAULT_CRF.get(codec_name) if options.bitrate is None else None)
         if crf is not None:
             if codec_name not in CRF_CODECS:
-                raise OutputError(f"--crf: encoder {codec_name} has no CRF; use --bitrate, or --codec libx264")
+                raise OutputError(f"`crf`: encoder {codec_name} has no CRF; use `bitrate`, or codec='libx264'")
             codec_options[CRF_CODECS[codec_name]] = f"{crf:g}"
             if codec_name.startswith("libvpx"):
                 cc.bit_rate = 0  # constant quality needs b:v 0 in libvpx
@@ -171,7 +171,7 @@ class Sink:
             cc.bit_rate = parse_bitrate(options.bitrate)
         if options.preset is not None:
             if codec_name not in PRESET_CODECS:
-                raise OutputError(f"--preset: encoder {codec_name} has no presets; drop --preset")
+                raise OutputError(f"`preset`: encoder {codec_name} has no presets; drop `preset`")
             codec_options["preset"] = options.preset
         if options.tune is not None and codec_name in PRESET_CODECS:
             codec_options["tune"] = options.tune
@@ -185,7 +185,7 @@ class Sink:
             given = " ".join(f"{k}={v}" for k, v in codec_options.items())
             raise OutputError(
                 f"encoder {codec_name} refuses its settings ({getattr(err, 'strerror', None) or err}; {given or 'defaults'}); "
-                "check --preset, --crf and --bitrate"
+                "check `preset`, `crf` and `bitrate`"
             ) from None
         if source.display_matrix is not None:
             stream.set_display_matrix(source.display_matrix)

@@ -54,7 +54,7 @@ def plan_jobs(inputs: Iterable[str | Path], outdir: Path, rain: bool, overwrite:
     existing = [output for job in jobs for output in (job.output, job.rain_output) if output is not None and output.exists()]
     if existing and not overwrite:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
-        raise FileExistsError(f"{existing[0]}: already exists{more}; pass --overwrite to replace, or write to another folder (-o)")
+        raise FileExistsError(f"{existing[0]}: already exists{more}; pass overwrite=True to replace, or write to another folder")
     return jobs
 
 

@@ -37,7 +37,7 @@ from derain.stream.sources import Backoff, LiveSource, SourceUnavailable, descri
 from derain.stream.stats import Stats, periodic
 
 LATENCY_BINS = 10_000  # 1 ms bins; the last holds everything slower
-STABLE_SECONDS = 10.0  # up this long after a reconnect, a source has its --reconnect-max tries back
+STABLE_SECONDS = 10.0  # up this long after a reconnect, a source has its `reconnect_max` tries back
 DROP_POLICIES = ("oldest", "every-nth")
 __all__ = ["DROP_POLICIES", "TIME_BASE", "FrameBuffer", "LiveError", "LiveFrame", "LiveJob", "LiveStats", "LiveReport",
            "Thinning", "Timeline", "json_lines", "restream_target", "run_live"]
@@ -195,7 +195,7 @@ def restream_target(url: str, timeout: float) -> tuple[str, str, dict[str, str]]
         return url if "pkt_size" in url else f"{url}{join}pkt_size=1316", "mpegts", {}
     if scheme == "tcp":
         return url if "timeout" in url else f"{url}{join}timeout={micros}", "mpegts", {}
-    raise LiveError(f"--restream {url}: give rtsp://HOST:PORT/PATH (publish), udp://HOST:PORT or tcp://HOST:PORT (MPEG-TS)")
+    raise LiveError(f"restream={url!r}: give rtsp://HOST:PORT/PATH (publish), udp://HOST:PORT or tcp://HOST:PORT (MPEG-TS)")
 
 
 def _same_picture(first: Source, again: Source) -> bool:
@@ -205,12 +205,12 @@ def _same_picture(first: Source, again: Source) -> bool:
 def check_live_job(job: LiveJob) -> None:
     """Every refusal that needs neither the model nor the source: options, paths, the re-stream URL."""
     if job.drop_policy not in DROP_POLICIES:
-        raise LiveError(f"--drop-policy {job.drop_policy}: choose one of {', '.join(DROP_POLICIES)}")
+        raise LiveError(f"drop_policy={job.drop_policy!r}: choose one of {', '.join(DROP_POLICIES)}")
     if job.timeout <= 0 or job.max_latency <= 0 or job.reconnect_max < 0:
-        raise LiveError("--timeout and --max-latency must be positive, --reconnect-max 0 or more")
+        raise LiveError("`timeout` and `max_latency` must be above 0, `reconnect_max` 0 or more")
     if job.output is not None:
         if job.output.exists() and not job.overwrite:
-            raise FileExistsError(f"{job.output}: already exists; pass --overwrite to replace it")
+            raise FileExistsError(f"{job.output}: already exists; pass overwrite=True to replace it")
         if not job.output.parent.is_dir():
             raise FileNotFoundError(f"{job.output.parent}: no such folder for the recording")
     if job.restream is not None:
@@ -320,7 +320,7 @@ def _open_sinks(job: LiveJob, source: Source) -> tuple[Sink | None, Sink | None]
             try:
                 sink.container.start_encoding()  # connects now: a refused re-stream is an error before any work
             except (av.error.FFmpegError, OSError) as err:
-                raise LiveError(f"--restream {job.restream}: {describe(err)}") from None
+                raise LiveError(f"restream={job.restream!r}: {describe(err)}") from None
         if len({s.layout.format for s in sinks}) > 1:
             raise LiveError(f"-o {job.output}: its encoder takes {sinks[0].layout.format}, the re-stream {sinks[1].layout.format}; record to .mkv or .mp4")
     except BaseException:
@@ -388,7 +388,7 @@ class _Live:
                     return
                 reason = failed or "the source ended its stream (closed at the other end)"
                 if self.job.reconnect_max == 0:
-                    self.end_reason = f"{self.job.source.text}: {reason} (--reconnect-max 0)"
+                    self.end_reason = f"{self.job.source.text}: {reason} (reconnect_max=0)"
                     return
                 # A source that comes back only to drop again at once uses up the same tries:
                 # the count and the backoff start over only after it has stayed up a while.
@@ -453,7 +453,7 @@ class _Live:
                 )
             self.stats.count(reconnects=1)
             return source, tries
-        raise LiveError(f"{self.job.source.text}: gave up after {self.job.reconnect_max} reconnect tries (--reconnect-max); last: {reason}")
+        raise LiveError(f"{self.job.source.text}: gave up after {self.job.reconnect_max} reconnect tries (`reconnect_max`); last: {reason}")
 
     # -- inference (calling thread) ----------------------------------------------------------
     def infer(self) -> None:
@@ -476,7 +476,7 @@ class _Live:
                 continue
             if self.pace.over_budget() and not warned:
                 warned = True
-                self._warn(f"the engine takes {1000 * self.pace.busy:.0f} ms a frame, over --max-latency {1000 * self.job.max_latency:.0f} ms")
+                self._warn(f"the engine takes {1000 * self.pace.busy:.0f} ms a frame, over `max_latency` ({1000 * self.job.max_latency:.0f} ms)")
             self.arrivals[frame.pts] = frame.arrival
             for result in self.stage.submit([frame]):
                 if not put(self.results, result, self.stop):
@@ -505,7 +505,7 @@ class _Live:
                     self.restream.write(planes, pts)
                 except (av.error.FFmpegError, OSError) as err:
                     # The clean feed going away must not stop the recording.
-                    self._warn(f"--restream {self.restream.path}: {describe(err)}; re-streaming stopped")
+                    self._warn(f"restream={self.restream.path!r}: {describe(err)}; re-streaming stopped")
                     with contextlib.suppress(av.error.FFmpegError, OSError):
                         self.restream.close()
             if self.preview is not None and result.preview is not None:
@@ -569,14 +569,14 @@ class _Live:
     def _finish(self, outcome: Outcome) -> None:
         """Stop the threads and finalise both sinks, whatever ended the job.
 
-        The output thread is given --timeout to finish its frame: a sink that stops taking
+        The output thread is given `timeout` to finish its frame: a sink that stops taking
         frames (a network peer that stopped reading) is then left to finish on its own, and
         the other sink is finalised all the same.
         """
         self.stats.set_state("stopping")
         written = join(self.writer, self.job.timeout)
         stuck = []
-        for sink, label in ((self.recording, str(self.job.output)), (self.restream, f"--restream {self.job.restream}")):
+        for sink, label in ((self.recording, str(self.job.output)), (self.restream, f"the re-stream to {self.job.restream}")):
             if sink is None:
                 continue
             try:
@@ -587,7 +587,7 @@ class _Live:
                 # One sink failing to finish must not keep the other from finishing.
                 outcome.failure = outcome.failure or LiveError(f"{sink.path}: could not be finalised ({describe(err)})")
         if not written:
-            self._warn(f"output to {' and '.join(stuck) or 'the preview'} did not finish within --timeout {self.job.timeout:g} s; not waited for")
+            self._warn(f"output to {' and '.join(stuck) or 'the preview'} did not finish within `timeout` ({self.job.timeout:g} s); not waited for")
         if self.recording is not None and self.recording.frames == 0 and self.job.output is not None:
             self.job.output.unlink(missing_ok=True)  # nothing was recorded
         if self.reader.ident is None:

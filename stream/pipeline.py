@@ -275,11 +275,11 @@ def check_paths(job: VideoJob) -> None:
     if job.output.exists() and job.input.exists() and job.output.resolve() == job.input.resolve():
         raise FileExistsError(f"{job.output}: is the input file; write the output somewhere else")
     if job.output.exists() and not job.overwrite:
-        raise FileExistsError(f"{job.output}: already exists; pass --overwrite to replace it")
+        raise FileExistsError(f"{job.output}: already exists; pass overwrite=True to replace it")
     if not job.output.parent.is_dir():
         raise FileNotFoundError(f"{job.output.parent}: no such folder for the output")
     if job.batch < 1:
-        raise OutputError(f"--batch {job.batch}: must be at least 1")
+        raise OutputError(f"batch={job.batch}: must be at least 1")
     check_temporal(job.temporal, job.fusion)
 
 

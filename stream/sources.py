@@ -18,7 +18,7 @@ import av
 from derain.stream.decode import InputError, Source, open_url
 
 NETWORK_SCHEMES = ("rtsp", "rtsps", "http", "https", "udp", "tcp", "srt")
-KNOWN = "rtsp://, rtsps://, http(s)://, udp://, tcp://, srt://, /dev/videoN, v4l2:DEVICE, a camera index, or a file with --realtime"
+KNOWN = "rtsp://, rtsps://, http(s)://, udp://, tcp://, srt://, /dev/videoN, v4l2:DEVICE, a camera index, or a file with realtime=True"
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def parse_source(text: str, timeout: float, realtime: bool = False, extra: dict[
     path = Path(text)
     if path.is_file():
         if not realtime:
-            raise InputError(f"SOURCE {text}: is a file; pass --realtime to play it as a live source, or derain it whole with `derain video`")
+            raise InputError(f"SOURCE {text}: is a file; pass realtime=True to play it as a live source, or derain it whole as a video file")
         return LiveSource(text, str(path), "file", None, extra)
     if path.exists():
         raise InputError(f"SOURCE {text}: not a file, camera or URL; give {KNOWN}")
@@ -98,7 +98,7 @@ def open_live(source: LiveSource, timeout: float) -> Source:
         # Either timeout may fire first (PyAV's interrupt, or the protocol's socket timeout,
         # which some demuxers report as invalid data): the time taken says which it was.
         if isinstance(err, (av.error.ExitError, TimeoutError)) or time.monotonic() - start >= 0.9 * timeout:
-            raise SourceUnavailable(f"{source.text}: no data within {timeout:g} s (--timeout); is the stream running?") from None
+            raise SourceUnavailable(f"{source.text}: no data within {timeout:g} s (`timeout`); is the stream running?") from None
         raise SourceUnavailable(f"{source.text}: {describe(err)}") from None
 
 
@@ -111,7 +111,7 @@ def describe(err: BaseException) -> str:
     if isinstance(err, PermissionError):
         return "permission denied (camera: is the user in the video group?)"
     if isinstance(err, (av.error.ExitError, TimeoutError)):
-        return "no data within the read timeout (--timeout)"
+        return "no data within the read timeout (`timeout`)"
     if isinstance(err, av.error.ProtocolNotFoundError):
         return "this FFmpeg build cannot read that protocol"
     text = getattr(err, "strerror", None) or str(err) or type(err).__name__

@@ -63,7 +63,7 @@ def test_eager_bf16_is_close_and_guarded() -> None:
     assert engine.run_unchecked(y).dtype == torch.bfloat16
     assert psnr_vs_fp32(engine, model, y) < 45  # random weights amplify bf16 rounding
     messages: list[str] = []
-    with pytest.raises(EngineError, match="--allow-lossy"):
+    with pytest.raises(EngineError, match="allow_lossy=True"):
         check_accuracy(engine, model, y)
     assert check_accuracy(engine, model, y, allow_lossy=True, warn=messages.append) is not None
     assert messages and "45 dB" in messages[0]
@@ -76,7 +76,7 @@ def test_the_engine_guards_its_first_batch_once() -> None:
     strict = build_engine(model, "eager", "cpu", "bf16")
     assert strict.accuracy_db is None
     for _ in range(2):  # refused, and refused again: a failed engine never runs
-        with pytest.raises(EngineError, match=r"^--precision bf16 on the eager engine differs from fp32 by .* dB.*--allow-lossy"):
+        with pytest.raises(EngineError, match=r"^precision='bf16' on the eager engine differs from fp32 by .* dB.*allow_lossy=True"):
             strict.run(y)
     assert strict.accuracy_db == pytest.approx(psnr_vs_fp32(strict, model, y[:1])) and strict.accuracy_db < 45
 
@@ -103,7 +103,7 @@ def test_a_tiled_engine_guards_its_first_tile() -> None:
     model = random_brn(stages=1)
     engine = build_engine(model, "eager", "cpu", "bf16", tile=80)
     assert isinstance(engine, TiledEngine)
-    with pytest.raises(EngineError, match="--allow-lossy"):
+    with pytest.raises(EngineError, match="allow_lossy=True"):
         engine.run(torch.rand(1, 3, 100, 120))
     assert engine.accuracy_db is not None and engine.accuracy_db < 45
     lossy = build_engine(model, "eager", "cpu", "bf16", tile=80, allow_lossy=True)
@@ -193,7 +193,7 @@ def test_a_tensorrt_that_fails_to_import_is_passed_over(broken_tensorrt: None) -
     assert backend != "tensorrt" and "fails to import" in passed[0]
     from derain.engines.tensorrt import TensorRTEngine
 
-    with pytest.raises(EngineError, match=r"^--engine tensorrt: torch-tensorrt is installed but fails to import .*pip install"):
+    with pytest.raises(EngineError, match=r"^engine='tensorrt': torch-tensorrt is installed but fails to import .*pip install"):
         TensorRTEngine(plain_brn(stages=1), torch.device("cuda"))
 
 
@@ -317,9 +317,9 @@ def test_auto_choice(device: str, has: set[str], expected: str) -> None:
 @pytest.mark.skipif(CUDA, reason="checks the messages on a machine without CUDA")
 def test_gpu_backends_refuse_cpu_clearly() -> None:
     model = random_brn(stages=1)
-    with pytest.raises(EngineError, match="--engine tensorrt"):
+    with pytest.raises(EngineError, match="engine='tensorrt'"):
         build_engine(model, "tensorrt", "cpu")
-    with pytest.raises(EngineError, match="--engine compile on the CPU runs fp32 or bf16, not fp16: use --precision"):
+    with pytest.raises(EngineError, match="engine='compile' on the CPU runs fp32 or bf16, not fp16: use precision='fp32'"):
         build_engine(model, "compile", "cpu", "fp16")
 
 

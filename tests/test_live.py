@@ -190,7 +190,7 @@ def test_parse_source_kinds(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="unknown scheme foo://"):
         parse_source("foo://x", 1)
     clip = make_video(tmp_path / "clip.mp4", frames=2)
-    with pytest.raises(InputError, match="--realtime"):
+    with pytest.raises(InputError, match="realtime=True"):
         parse_source(str(clip), 1)
     assert parse_source(str(clip), 1, realtime=True).kind == "file"
 
@@ -237,7 +237,7 @@ def test_silent_peer_times_out(scheme: str) -> None:
     url = f"{scheme}://127.0.0.1:{port}" + ("/test" if scheme == "rtsp" else "")
     started = time.monotonic()
     try:
-        with pytest.raises(LiveError, match=r"no data within 1\.5 s \(--timeout\)"):
+        with pytest.raises(LiveError, match=r"no data within 1\.5 s \(`timeout`\)"):
             run_live(job(url, timeout=1.5), IdentityEngine())
         assert 1.4 < time.monotonic() - started < 4.0
         assert accepted  # it did connect: the silence, not a refusal, is what timed out
@@ -403,7 +403,7 @@ def test_a_writer_stuck_on_the_restream_is_not_waited_for(tmp_path: Path, monkey
         took = time.monotonic() - started
         release.set()
     assert summary.stopped_by == "SIGINT" and took < 4.5, took
-    assert any("--restream" in w and "did not finish" in w for w in summary.warnings), summary.warnings
+    assert any("the re-stream to" in w and "did not finish" in w for w in summary.warnings), summary.warnings
     assert len(recorded_pts(tmp_path / "rec.mkv")) >= summary.stats["frames_out"] >= 2
     wait_for(lambda: live_threads() == [], 10.0, "the stuck output thread to end once its write returns")
 
@@ -644,7 +644,7 @@ def test_gives_up_after_reconnect_max_with_a_clear_message(server: RtspServer, t
     threading.Thread(target=crash, daemon=True).start()
     summary = run_live(job(server.url, output=tmp_path / "rec.mkv", reconnect_max=2, backoff_first=0.1), IdentityEngine(), stats)
     assert summary.stopped_by == "error"
-    assert "gave up after 2 reconnect tries (--reconnect-max); last:" in summary.error
+    assert "gave up after 2 reconnect tries (`reconnect_max`); last:" in summary.error
     assert "connection refused" in summary.error
     assert len(recorded_pts(tmp_path / "rec.mkv")) == summary.stats["frames_out"] >= 5
     assert live_threads() == []
@@ -676,7 +676,7 @@ def test_a_source_that_keeps_dropping_uses_up_its_tries(server: RtspServer, tmp_
     finally:
         done.set()
         flapping.join(30)
-    assert summary.stopped_by == "error" and "gave up after 2 reconnect tries (--reconnect-max)" in summary.error
+    assert summary.stopped_by == "error" and "gave up after 2 reconnect tries (`reconnect_max`)" in summary.error
     # A restarted server that is still starting (a loaded machine) refuses a try as well, and that
     # try counts against --reconnect-max too: two successful reconnects, or one and a refusal.
     assert 1 <= summary.stats["reconnects"] <= 2
@@ -687,11 +687,11 @@ def test_a_source_that_keeps_dropping_uses_up_its_tries(server: RtspServer, tmp_
 def test_restream_with_nothing_listening_is_refused_before_any_work(tmp_path: Path) -> None:
     clip = make_video(tmp_path / "clip.mp4", frames=5)
     started = time.monotonic()
-    with pytest.raises(LiveError, match=r"--restream tcp://127\.0\.0\.1:\d+: connection refused"):
+    with pytest.raises(LiveError, match=r"restream='tcp://127\.0\.0\.1:\d+': connection refused"):
         run_live(job(str(clip), realtime=True, output=tmp_path / "rec.mkv", restream=f"tcp://127.0.0.1:{free_port()}"), IdentityEngine())
     assert time.monotonic() - started < 3.0
     assert not (tmp_path / "rec.mkv").exists()
-    with pytest.raises(LiveError, match="--restream http://x: give rtsp://"):
+    with pytest.raises(LiveError, match="restream='http://x': give rtsp://"):
         run_live(job(str(clip), realtime=True, restream="http://x"), IdentityEngine())
 
 

@@ -160,7 +160,7 @@ def test_zero_frames(tmp_path: Path) -> None:
         run_video(VideoJob(empty, tmp_path / "out.mp4"), IdentityEngine())
     # Zero frames in the asked-for span.
     src = make_video(tmp_path / "short.mp4", frames=5)
-    with pytest.raises(InputError, match="holds no frames at or after --start 10"):
+    with pytest.raises(InputError, match="holds no frames at or after start=10"):
         run_video(VideoJob(src, tmp_path / "out.mp4", start=10.0), IdentityEngine())
     assert not (tmp_path / "out.mp4").exists()
 
@@ -383,7 +383,7 @@ def test_encoder_settings_and_json_folder_are_refused_before_any_work(tmp_path: 
     (tmp_path / "summary.json").write_text("a report kept from before")
     assert main([*args, "--json", str(tmp_path / "summary.json")]) == 2
     first, second, third = capsys.readouterr().err.strip().splitlines()[-3:]
-    assert "encoder libx264 refuses its settings" in first and "preset=bogus" in first and "--preset" in first
+    assert "encoder libx264 refuses its settings" in first and "--preset bogus" in first and "check --preset, --crf and --bitrate" in first
     assert f"--json {tmp_path / 'no' / 'summary.json'}: no such folder" in second
     assert f"--json {tmp_path / 'summary.json'}: already exists; pass --overwrite" in third
     assert not dst.exists() and (tmp_path / "summary.json").read_text() == "a report kept from before"

@@ -14,7 +14,6 @@ import importlib
 import logging
 import os
 import platform
-import re
 import sys
 import warnings
 from collections.abc import Sequence
@@ -41,23 +40,12 @@ def is_user_error(err: BaseException) -> bool:
     return errors is not None and isinstance(err, errors.DerainError)
 
 
-# The library's parameter names, where a message names one, as the flags that set them.
-FLAGS = {"allow_lossy": "--allow-lossy", "max_latency": "--max-latency", "reconnect_max": "--reconnect-max",
-         "drop_policy": "--drop-policy", "input_options": "--option"}
-
-
-def as_flags(message: str) -> str:
-    # "stages=5: ..." names the library's argument; "stages" alone is also a plain word.
-    message = re.sub(r"^stages=(\S+):", r"--stages \1:", message)
-    return re.sub(r"\b(" + "|".join(FLAGS) + r")\b(?!=)", lambda m: FLAGS[m.group(1)], message)
-
-
 def show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                  file: object = None, line: str | None = None) -> None:
     """A Python warning (the library's `LossyEngineWarning`, a dependency's) as one line on stderr."""
     from derain.cli.console import warn
 
-    warn(f"warning: {as_flags(str(message).splitlines()[0])}")
+    warn(f"warning: {str(message).splitlines()[0]}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -83,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             traceback_of(failure)
         message = failure.args[0] if isinstance(failure, OSError) and len(failure.args) == 1 else str(failure)
-        error(as_flags(message))
+        error(message)
         return 2
     finally:
         logger.removeHandler(handler)

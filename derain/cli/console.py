@@ -12,6 +12,8 @@ import traceback
 
 from rich.console import Console
 
+from derain.cli.flags import as_flags
+
 PIPED_WIDTH = 160
 
 
@@ -27,7 +29,7 @@ err = _console(stderr=True)
 
 
 def error(message: str) -> None:
-    err.print(f"derain: error: {message}", style="red")
+    err.print(f"derain: error: {as_flags(message)}", style="red")
 
 
 def traceback_of(failure: BaseException) -> None:
@@ -36,7 +38,7 @@ def traceback_of(failure: BaseException) -> None:
 
 
 def warn(message: str) -> None:
-    err.print(f"derain: {message}", style="yellow")
+    err.print(f"derain: {as_flags(message)}", style="yellow")
 
 
 class LogHandler(logging.Handler):
@@ -44,4 +46,4 @@ class LogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         style = "yellow" if record.levelno >= logging.WARNING else "dim"
-        err.print(self.format(record), style=style)
+        err.print(as_flags(self.format(record)), style=style)

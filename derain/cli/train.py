@@ -50,5 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
     fields = TrainConfig.__dataclass_fields__
     result = train(TrainConfig(**{k: v for k, v in vars(args).items() if k in fields}), err)
+    if result.stopped_by:
+        err.print(f"stopped at step {result.step}; continue with --resume")
     out.print(f"final checkpoint: {result.last}" + (f"  best: {result.best}" if result.best else ""))
     return 128 + result.stopped_by if result.stopped_by else 0  # 130 for Ctrl-C, 143 for SIGTERM, as a shell reports them
