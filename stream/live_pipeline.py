@@ -234,7 +234,10 @@ def run_live(
     """
     check_live_job(job)
     stats = stats or LiveStats()
-    source = _open_first(job)
+    source = _open_first(job, stop)
+    if source is None:
+        output = str(job.output) if job.output else None
+        return LiveReport(job.source.text, output, job.restream, stats.snapshot(recent=False), stopped_by="stop")
     try:
         recording, restream = _open_sinks(job, source)
     except BaseException:
@@ -249,10 +252,11 @@ def run_live(
     return live.run(on_start, stop)
 
 
-def _open_first(job: LiveJob) -> Source:
-    """Open the source on a helper thread, so that Ctrl-C is not held up by an open that waits
-    up to --timeout on a silent peer. A source that opens after the caller gave up is closed
-    by the helper: the caller never touches a container the helper is inside."""
+def _open_first(job: LiveJob, stop: threading.Event | None = None) -> Source | None:
+    """Open the source on a helper thread, so that neither Ctrl-C nor the caller's `stop` (then
+    None comes back) is held up by an open that waits up to `timeout` on a silent peer. A source
+    that opens after the caller gave up is closed by the helper: the caller never touches a
+    container the helper is inside."""
     result: dict[str, object] = {}
     lock = threading.Lock()
 
@@ -270,15 +274,21 @@ def _open_first(job: LiveJob) -> Source:
 
     opener = threading.Thread(target=attempt, name="derain-live-open", daemon=True)
     opener.start()
-    try:
-        while opener.is_alive():
-            opener.join(0.1)
-    except BaseException:
+    def abandon() -> None:
         with lock:
             result["abandoned"] = True
             opened = result.get("opened")
             if isinstance(opened, Source):
                 opened.close()
+
+    try:
+        while opener.is_alive():
+            if stop is not None and stop.wait(0.1):
+                abandon()
+                return None
+            opener.join(0.1)
+    except BaseException:
+        abandon()
         raise
     opened = result["opened"]
     if isinstance(opened, SourceUnavailable):

@@ -261,6 +261,21 @@ def test_ctrl_c_while_opening_a_silent_peer_is_prompt() -> None:
     wait_for(lambda: live_threads() == [], 6.0, "the opener to time out")
 
 
+def test_stop_while_opening_a_silent_peer_is_prompt(tmp_path: Path) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        url = f"rtsp://127.0.0.1:{listener.getsockname()[1]}/test"
+        stop = threading.Event()
+        threading.Timer(0.5, stop.set).start()
+        started = time.monotonic()
+        summary = run_live(job(url, timeout=5.0, output=tmp_path / "rec.mkv"), IdentityEngine(), stop=stop)
+        assert time.monotonic() - started < 1.5
+        assert summary.stopped_by == "stop" and summary.error is None and summary.stats["frames_in"] == 0
+        assert not summary.recording_written and not (tmp_path / "rec.mkv").exists()
+    wait_for(lambda: live_threads() == [], 6.0, "the opener to time out")
+
+
 def test_realtime_file_plays_at_its_rate_and_ends(tmp_path: Path) -> None:
     clip = make_video(tmp_path / "clip.mp4", frames=20, rate=25)
     started = time.monotonic()
