@@ -41,6 +41,7 @@ PathLike = str | os.PathLike[str]
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".ts", ".m4v")
 RECORD_NAME = ".derain-batch.jsonl"
 START_TIMEOUT = 600  # seconds for a worker to be placed and build its engine (a TensorRT build takes minutes)
+KILL_TIMEOUT = 60  # seconds for killed workers to be gone before their temporaries are removed regardless
 Kind = Literal["video", "image"]
 
 __all__ = ["BatchReport", "FileResult", "BatchProgress", "batch", "plan_batch", "VIDEO_SUFFIXES", "RECORD_NAME"]
@@ -505,6 +506,9 @@ def batch(
             _emit(report, FileResult(str(item.input), str(item.output), "skipped", line.get("frames", 0), 0.0, 0), on_file)
         else:
             todo.append(item)
+    for item in todo:
+        # A job killed outright (SIGKILL, power lost) cleans up nothing: its temporaries go now.
+        part_path(item.output).unlink(missing_ok=True)
     start = time.perf_counter()
     if on_progress is not None:
         on_progress(BatchProgress(len(report.files), len(items), 0, {}))  # the count, while Ray starts
@@ -565,6 +569,10 @@ class _Pool:
                 self.ray.kill(actor)
             raise EngineError(f"{len(names)} worker(s) did not start within {START_TIMEOUT} s: the Ray cluster may lack "
                               f"the CPUs/GPUs asked for (`workers`, `gpus_per_worker`)") from None
+        except self.ray.exceptions.RayActorError as died:
+            for actor in actors:
+                self.ray.kill(actor)
+            raise EngineError(f"worker(s) {', '.join(names)}: died while starting ({str(died).splitlines()[0]})") from None
         for name, description in zip(names, described):
             if "error" in description:
                 for started in actors:
@@ -593,7 +601,7 @@ class _Pool:
         try:
             while todo or running:
                 if stop is not None and stop.is_set():
-                    self._cancel(slots, report, finish, "stopped")
+                    self._cancel(slots, running, report, finish, "stopped")
                     return
                 for slot in slots:
                     if slot.item is None and todo:
@@ -606,20 +614,33 @@ class _Pool:
                 if on_progress is not None:
                     on_progress(self._progress(report, total, slots))
         except KeyboardInterrupt:
-            self._cancel(slots, report, finish, "SIGINT")
+            self._cancel(slots, running, report, finish, "SIGINT")
+        except BaseException as failure:
+            # The job ends early (a replacement worker that cannot start, Ray itself failing):
+            # the files still running are stopped and recorded like a Ctrl-C's, none half-written.
+            why = str(failure).splitlines()[0] if str(failure) else type(failure).__name__
+            self._cancel(slots, running, report, finish, f"the job stopped: {why}")
+            raise
 
-    def _cancel(self, slots: list[_Slot], report: BatchReport, finish: Callable[[_Slot, str, int, str | None], None],
-                why: str) -> None:
+    def _cancel(self, slots: list[_Slot], running: dict[Any, _Slot], report: BatchReport,
+                finish: Callable[[_Slot, str, int, str | None], None], why: str) -> None:
         """Stop handing out files and stop the running ones, each recorded as interrupted."""
         report.interrupted = why
-        for slot in slots:
-            if slot.item is not None:
-                # Killing is the one way to stop a running actor task at once; its temporary
-                # output is then removed here, where the path is seen too.
+        stopped = [slot for slot in slots if slot.item is not None]
+        for slot in stopped:
+            # Killing is the one way to stop a running actor task at once.
+            with contextlib.suppress(self.ray.exceptions.RayError):
                 self.ray.kill(slot.actor)
-                part_path(slot.item.output).unlink(missing_ok=True)
-                report.cancelled.append(str(slot.item.input))
-                finish(slot, "interrupted", 0, f"{slot.item.input}: interrupted ({why})")
+        # A kill takes effect later: its temporary output is removed once the worker is gone
+        # (its task has ended), so that no worker opens one after it was removed.
+        ends = [ref for ref, slot in running.items() if slot.item is not None]
+        with contextlib.suppress(self.ray.exceptions.RayError):
+            self.ray.wait(ends, num_returns=len(ends), timeout=KILL_TIMEOUT)
+        for slot in stopped:
+            assert slot.item is not None
+            part_path(slot.item.output).unlink(missing_ok=True)
+            report.cancelled.append(str(slot.item.input))
+            finish(slot, "interrupted", 0, f"{slot.item.input}: interrupted ({why})")
 
     def _collect(self, ref: Any, slot: _Slot, todo: deque[BatchItem], attempts: dict[BatchItem, int],
                  finish: Callable[[_Slot, str, int, str | None], None]) -> None:

@@ -65,3 +65,55 @@ class BuildKiller:
 
     def __call__(self) -> KillsItsWorker:
         return KillsItsWorker(self.marker)
+
+
+class DiesOnceAnotherWrites(IdentityEngine):
+    """The identity for a batch of two workers: the first to call it waits until the other has
+    written part of its file (a temporary output shows in `outdir`), marks `marks`/saw-part and
+    SIGKILLs its process; the other then holds its file (it is there to be stopped)."""
+
+    backend = "dies-once-another-writes"
+
+    def __init__(self, marks: str, outdir: str) -> None:
+        super().__init__()
+        self.marks, self.outdir = marks, outdir
+
+    def written(self) -> bool:
+        from pathlib import Path
+
+        return any(Path(self.outdir).rglob(".*.part.*"))
+
+    def run(self, batch: torch.Tensor) -> torch.Tensor:
+        import os
+        import signal
+        import time
+        from pathlib import Path
+
+        if self.calls == 0 and not os.path.exists(os.path.join(self.marks, "killer")):
+            os.close(os.open(os.path.join(self.marks, "killer"), os.O_CREAT | os.O_EXCL))  # one killer of the two
+            deadline = time.monotonic() + 300
+            while not self.written() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if self.written():
+                (Path(self.marks) / "saw-part").touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+        if self.written():
+            time.sleep(600)
+        return super().run(batch)
+
+
+class NoReplacement:
+    """An engine factory for `derain.batch(engine=...)`: DiesOnceAnotherWrites in the first
+    workers; a replacement (built once a worker has died) cannot build its engine."""
+
+    def __init__(self, marks: str, outdir: str) -> None:
+        self.marks, self.outdir = marks, outdir
+
+    def __call__(self) -> DiesOnceAnotherWrites:
+        import os
+
+        from derain.models.errors import EngineError
+
+        if os.path.exists(os.path.join(self.marks, "killer")):
+            raise EngineError("stand-in: no engine for a replacement")
+        return DiesOnceAnotherWrites(self.marks, self.outdir)

@@ -116,6 +116,29 @@ def test_a_worker_killed_mid_file_has_its_file_redone(local_ray: None, tmp_path:
 
 @needs_ray
 @pytest.mark.slow
+def test_a_replacement_that_cannot_start_leaves_no_partial_file(local_ray: None, tmp_path: Path) -> None:
+    """A worker dies mid-file while the other is mid-file too, and its replacement cannot build
+    its engine: the job ends with the error, both files recorded as interrupted, no temporary left."""
+    from stand_ins import NoReplacement
+
+    inputs, out, marks = tmp_path / "in", tmp_path / "out", tmp_path / "marks"
+    inputs.mkdir()
+    marks.mkdir()
+    for name in ("a.mp4", "b.mkv"):
+        make_video(inputs / name, frames=90)
+
+    with pytest.raises(derain.EngineError, match=r"worker w\d\.2: stand-in: no engine for a replacement"):
+        derain.batch([inputs], out, engine=NoReplacement(str(marks), str(out)), workers=2)
+
+    assert (marks / "saw-part").exists()  # the other worker had written part of its file
+    assert [p.name for p in out.iterdir()] == [RECORD_NAME] and no_partial_files(out)
+    lines = [json.loads(line) for line in (out / RECORD_NAME).read_text().splitlines()]
+    assert sorted((Path(line["input"]).name, line["status"]) for line in lines) == [("a.mp4", "interrupted"), ("b.mkv", "interrupted")]
+    assert all("no engine for a replacement" in line["error"] for line in lines)
+
+
+@needs_ray
+@pytest.mark.slow
 def test_ctrl_c_cancels_the_running_files_and_a_rerun_does_them(local_ray: None, tiny_checkpoint: Path, tmp_path: Path) -> None:
     inputs = tmp_path / "in"
     inputs.mkdir()
