@@ -634,8 +634,9 @@ class _Pool:
         # A kill takes effect later: its temporary output is removed once the worker is gone
         # (its task has ended), so that no worker opens one after it was removed.
         ends = [ref for ref, slot in running.items() if slot.item is not None]
-        with contextlib.suppress(self.ray.exceptions.RayError):
-            self.ray.wait(ends, num_returns=len(ends), timeout=KILL_TIMEOUT)
+        if ends:
+            with contextlib.suppress(self.ray.exceptions.RayError):
+                self.ray.wait(ends, num_returns=len(ends), timeout=KILL_TIMEOUT)
         for slot in stopped:
             assert slot.item is not None
             part_path(slot.item.output).unlink(missing_ok=True)
