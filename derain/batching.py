@@ -376,8 +376,14 @@ def default_workers(gpus: float) -> int:
     return int(gpus) if gpus >= 1 else max(1, (os.cpu_count() or 2) // 2)
 
 
-def _check_reachable(address: str) -> None:
-    """Refuse a HOST:PORT nothing answers on at once: Ray itself retries such an address for minutes."""
+def _check_address(address: str) -> None:
+    """Refuse at once an address this Ray cannot use: ray:// without Ray Client's package, or a
+    HOST:PORT nothing answers on (Ray itself retries such an address for minutes)."""
+    if address.startswith("ray://"):
+        try:
+            import grpc  # noqa: F401 - Ray Client's one dependency beyond Ray's own (ray[client])
+        except ImportError:
+            raise DerainError(f"--address {address}: Ray Client (ray://) needs an extra package: pip install 'ray[client]'") from None
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():
         return  # "auto", or a form Ray reads its own way
@@ -397,7 +403,6 @@ def _ray_session(ray: Any, address: str | None, workers: int | None) -> Iterator
         return
     sigterm = signal.getsignal(signal.SIGTERM)
     if address is not None:
-        _check_reachable(address)
         try:
             ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as err:
@@ -495,6 +500,8 @@ def batch(
     if address is None and isinstance(engine, str):
         resolve_weights(weights)  # the workers share this machine: a missing file is refused before Ray starts
     ray = _import_ray()
+    if address is not None:
+        _check_address(address)
     root.mkdir(parents=True, exist_ok=True)
     record = Record(root)
     report = BatchReport()

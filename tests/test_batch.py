@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -193,6 +194,24 @@ def test_without_ray_the_error_names_the_extra(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
     with pytest.raises(derain.DerainError, match=r"pip install 'derain\[ray\]'"):
         derain.batch([tmp_path / "a.mp4"], tmp_path / "out")
+
+
+@needs_ray
+def test_an_address_ray_cannot_use_is_refused_in_one_line_before_anything_is_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    make_video(tmp_path / "a.mp4", frames=2)
+    out = tmp_path / "out"
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]  # closed again: nothing answers there
+    assert main(["batch", str(tmp_path / "a.mp4"), "-o", str(out), "--address", f"127.0.0.1:{port}"]) == 2
+    assert f"--address 127.0.0.1:{port}: no Ray cluster answers there" in capsys.readouterr().err
+
+    monkeypatch.setitem(sys.modules, "grpc", None)  # Ray without ray[client]: import grpc raises ImportError
+    with pytest.raises(derain.DerainError, match=r"^--address ray://127\.0\.0\.1:\d+: Ray Client \(ray://\) needs an extra package: "
+                                                 r"pip install 'ray\[client\]'$"):
+        derain.batch([tmp_path / "a.mp4"], out, address=f"ray://127.0.0.1:{port}")
+    assert not out.exists()
 
 
 @needs_ray
