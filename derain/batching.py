@@ -31,6 +31,7 @@ from derain.models.data import IMAGE_SUFFIXES
 from derain.models.errors import DerainError, EngineError, InputError
 from derain.models.files import atomic_path
 from derain.models.hub import resolve_weights
+from derain.models.temporal import check_temporal
 
 if TYPE_CHECKING:
     from derain.engines import Engine
@@ -278,6 +279,8 @@ class VideoSettings:
     """The `derain.video` options every video of the batch gets."""
 
     batch: int = 1
+    temporal: int = 1
+    fusion: str = "mean"
     codec: str | None = None
     crf: float | None = None
     bitrate: str | None = None
@@ -350,8 +353,8 @@ class Worker:
         tmp = part_path(item.output)
         try:
             report = derain.video(item.input, tmp, engine=self.engine, overwrite=True, keep_partial=False,
-                                  batch=video.batch, codec=video.codec, crf=video.crf, bitrate=video.bitrate,
-                                  preset=video.preset, on_progress=note)
+                                  batch=video.batch, temporal=video.temporal, fusion=video.fusion, codec=video.codec,
+                                  crf=video.crf, bitrate=video.bitrate, preset=video.preset, on_progress=note)
             if not report.complete:
                 return 0, f"{item.input}: {report.error or f'interrupted ({report.interrupted})'}"
             os.replace(tmp, item.output)
@@ -445,6 +448,8 @@ def batch(
     tile: int | None = None,
     allow_lossy: bool = False,
     batch: int = 1,
+    temporal: int = 1,
+    fusion: str = "mean",
     codec: str | None = None,
     crf: float | None = None,
     bitrate: str | None = None,
@@ -464,7 +469,9 @@ def batch(
         inputs, outdir: as for `plan_batch`; every path must be one that every worker sees.
         weights ... allow_lossy: each worker's engine, as for `derain.build_engine`; or
             `engine=` a function that builds an Engine (it is pickled to every worker).
-        batch, codec, crf, bitrate, preset: as for `derain.video`.
+        batch, temporal, fusion, codec, crf, bitrate, preset: as for `derain.video`, for every
+            video. `temporal` fuses neighbouring frames of a video: an image, a frame alone, is
+            derained as `derain.image` does whatever `temporal` is (so a folder of both works).
         workers: Ray actors (default: one per GPU, else half the cores).
         gpus_per_worker: GPUs each worker holds (default: 1 where the cluster has GPUs, else 0).
         address: a Ray cluster to join ("auto", "HOST:PORT" or "ray://HOST:PORT"); default: an
@@ -489,14 +496,21 @@ def batch(
     root = Path(outdir)
     if root.exists() and not root.is_dir():
         raise NotADirectoryError(f"-o {root}: is a file; give a folder for the outputs")
+    check_temporal(temporal, fusion)
     items = plan_batch(inputs, root)
+    images = sum(1 for item in items if item.kind == "image")
+    if temporal > 1 and images:
+        log.info("--temporal %d fuses the frames of each video; the %d image(s) are derained on their own", temporal, images)
     settings = EngineSettings(_weights_for_workers(weights), engine if isinstance(engine, str) else "custom",
                               device, precision, stages, tile, allow_lossy, None if isinstance(engine, str) else engine)
-    video = VideoSettings(batch, codec, crf, bitrate, preset)
+    video = VideoSettings(batch, temporal, fusion, codec, crf, bitrate, preset)
     options: dict[str, object] = {
         "weights": settings.weights, "engine": settings.engine if settings.factory is None else _qualname(settings.factory),
         "precision": precision, "stages": stages, "tile": tile, "codec": codec, "crf": crf, "bitrate": bitrate, "preset": preset,
     }
+    # Only a video's output depends on the fusion; absent when it is off, so that the records
+    # written before there was a --temporal still match.
+    fused = {**options, "temporal": temporal, "fusion": fusion} if temporal > 1 else options
     if address is None and isinstance(engine, str):
         resolve_weights(weights)  # the workers share this machine: a missing file is refused before Ray starts
     ray = _import_ray()
@@ -505,7 +519,7 @@ def batch(
     root.mkdir(parents=True, exist_ok=True)
     record = Record(root)
     report = BatchReport()
-    keys = {item: _key(item, options) for item in items}
+    keys = {item: _key(item, fused if item.kind == "video" else options) for item in items}
     todo: deque[BatchItem] = deque()
     for item in items:
         if not force and record.is_done(item, keys[item]):

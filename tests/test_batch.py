@@ -16,6 +16,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 from videos import make_video, picture, video_info
 
@@ -158,6 +159,31 @@ def test_ctrl_c_cancels_the_running_files_and_a_rerun_does_them(local_ray: None,
 
     again = derain.batch([inputs], tmp_path / "out", weights=tiny_checkpoint, device="cpu", workers=1)
     assert (again.done, again.skipped) == (1, 0) and len(video_info(tmp_path / "out" / "long.mp4")["pts"]) == 60
+
+
+@needs_ray
+@pytest.mark.slow
+def test_temporal_fuses_a_batchs_videos_as_derain_video_does(local_ray: None, tiny_checkpoint: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    source = make_video(inputs / "a.mp4", frames=8)
+    cv2.imwrite(str(inputs / "b.jpg"), picture(64, 48, 3)[..., ::-1])
+    engine = ["--weights", str(tiny_checkpoint), "--device", "cpu", "--crf", "0"]  # lossless: the frames as derained
+    argv = ["batch", str(inputs), "-o", str(out), "--workers", "1", *engine]
+
+    assert main([*argv, "--temporal", "3"]) == 0
+    assert "--temporal 3 fuses the frames of each video; the 1 image(s) are derained on their own" in capsys.readouterr().err
+    for k in (3, 1):
+        assert main(["video", str(source), "-o", str(tmp_path / f"video{k}.mp4"), "--temporal", str(k), *engine]) == 0
+    batched, fused, alone = (video_info(path)["planes"] for path in (out / "a.mp4", tmp_path / "video3.mp4", tmp_path / "video1.mp4"))
+    assert len(batched) == 8 and all(np.array_equal(b, f) for frame, other in zip(batched, fused) for b, f in zip(frame, other))
+    assert any(not np.array_equal(b, a) for frame, other in zip(batched, alone) for b, a in zip(frame, other))  # it did fuse
+    assert cv2.imread(str(out / "b.png")).shape == (48, 64, 3)
+
+    assert main([*argv, "--json", str(tmp_path / "plain.json")]) == 0  # the fusion changes a video's output only
+    assert {Path(f["input"]).name: f["status"] for f in json.loads((tmp_path / "plain.json").read_text())["files"]} == {
+        "a.mp4": "done", "b.jpg": "skipped"}
 
 
 def test_outputs_mirror_the_inputs_and_lists_are_read(tmp_path: Path) -> None:

@@ -10,6 +10,9 @@ Each output is written as .NAME.part.SUFFIX and renamed when whole. OUTDIR/.dera
 records every file, so a rerun skips the files already done with the same options (--force
 redoes them). A file whose worker dies is retried on a fresh worker (--retries).
 
+--temporal K fuses each video's frames with their neighbours as `derain video --temporal K`
+does; images, single frames, are derained on their own (a folder may hold both).
+
 Needs Ray: pip install 'derain[ray]'. Without --address, an embedded local Ray runs the job.
 
 Exit status: 0 every file done or skipped; 1 some failed; 2 bad input or options (nothing
@@ -26,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from derain.cli.eval_video import add_temporal_options
 from derain.cli.options import EXIT_ERROR, EXIT_SIGINT, EXIT_SIGTERM, add_encode_options, add_engine_options, whole_number
 
 if TYPE_CHECKING:
@@ -49,6 +53,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="video or image files, folders, or @LIST files (paths every worker sees)")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR", help="output folder (a path every worker sees)")
     p.add_argument("--batch", type=whole_number(1), default=1, metavar="N", help="frames per engine call (default 1; 4-8 helps on a GPU)")
+    add_temporal_options(p)
     add_encode_options(p)
     p.add_argument("--workers", type=whole_number(1), metavar="N", help="Ray workers, each with its own engine (default: one per GPU, else half the cores)")
     p.add_argument("--gpus-per-worker", type=non_negative, metavar="F", help="GPUs each worker holds (default: 1 where there are GPUs, else 0)")
@@ -93,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     terminated = threading.Event()
     with sigterm_sets(terminated), bar.shown():
         report = derain.batch(
-            args.inputs, args.output, batch=args.batch, codec=args.codec, crf=args.crf, bitrate=args.bitrate, preset=args.preset,
+            args.inputs, args.output, batch=args.batch, temporal=args.temporal, fusion=args.fusion, codec=args.codec, crf=args.crf, bitrate=args.bitrate, preset=args.preset,
             workers=args.workers, gpus_per_worker=args.gpus_per_worker, address=args.address, retries=args.retries,
             force=args.force, on_progress=bar.update, on_file=show, stop=terminated, **engine_options(args),
         )
