@@ -3,13 +3,17 @@ rerun that skips, --force, a worker SIGKILLed mid-file, Ctrl-C; and the planning
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
+import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from fractions import Fraction
@@ -38,6 +42,50 @@ def local_ray() -> Iterator[None]:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports nothing listens on now (the OS's picks, all held until every one is picked)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for held in sockets:
+            held.bind(("127.0.0.1", 0))
+        return [held.getsockname()[1] for held in sockets]
+
+
+def kill_session(session: int) -> None:
+    """SIGKILL every process of a session: Ray's daemons and workers stay in the session of the
+    `ray start` that made them, and no other process is in it."""
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(ValueError, ProcessLookupError, PermissionError):
+            if os.getsid(int(entry.name)) == session:
+                os.kill(int(entry.name), signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def head_node() -> Iterator[tuple[str, Path, dict[str, str]]]:
+    """A Ray cluster started as a user starts one, `ray start --head` on 127.0.0.1, that meets no
+    other Ray on the machine: its own temporary folder, ports and token. Its processes are killed
+    afterwards, whatever the tests did. Gives its address, its temporary folder and the
+    environment (token) a driver joins it with."""
+    # Short: Ray's sockets lie below it, and a socket's path has at most 107 bytes.
+    root = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32), "RAY_USAGE_STATS_ENABLED": "0"}
+    port, *others = free_ports(8)
+    options = ("--dashboard-port", "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--metrics-export-port",
+               "--runtime-env-agent-port", "--node-manager-port", "--object-manager-port")
+    argv = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
+            "--num-cpus", "2", "--include-dashboard", "false", "--min-worker-port", "0", "--max-worker-port", "0",
+            *(arg for pair in zip(options, map(str, others)) for arg in pair), "--temp-dir", str(root), "--disable-usage-stats"]
+    with open(root / "start.log", "w+") as log:
+        starter = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            assert starter.wait(timeout=180) == 0, (log.seek(0), log.read()[-3000:])[1]
+            yield f"127.0.0.1:{port}", root, env
+        finally:
+            starter.kill()
+            kill_session(starter.pid)
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def mixed_folder(root: Path) -> Path:
@@ -294,3 +342,29 @@ finally:
     assert (report["done"], report["failed"]) == (3, 0)
     assert len({worker["node"] for worker in report["workers"]}) == 2
     assert all(len(video_info(out / name)["pts"]) == 4 for name in ("a.mp4", "b.mp4", "c.mkv"))
+
+
+@needs_ray
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "linux", reason="the test cluster's processes are found in /proc")
+@pytest.mark.timeout(600)  # a Ray start and two jobs, each given minutes on a loaded 2-core machine
+def test_a_job_joins_a_cluster_started_with_ray_start(head_node: tuple[str, Path, dict[str, str]], tiny_checkpoint: Path,
+                                                      tmp_path: Path) -> None:
+    """`derain batch --address HOST:PORT`, then `--address auto` with RAY_ADDRESS: the workers ran
+    on the cluster's one node (Ray names files of its session after the node), not an embedded Ray's."""
+    address, root, env = head_node
+    session = [path.name for path in (root / "session_latest").iterdir()]
+    inputs, out, summary = mixed_folder(tmp_path / "in"), tmp_path / "out", tmp_path / "summary.json"
+    argv = [sys.executable, "-m", "derain", "batch", str(inputs), "-o", str(out), "--weights", str(tiny_checkpoint), "--device", "cpu",
+            "--json", str(summary)]
+    for join, workers, environment in ((["--address", address], "2", env), (["--address", "auto", "--force"], "1", {**env, "RAY_ADDRESS": address})):
+        done = subprocess.run([*argv, *join, "--workers", workers], env=environment, capture_output=True, text=True, timeout=200)
+        assert done.returncode == 1, done.stderr[-3000:]  # bad.mp4 fails
+        report = json.loads(summary.read_text())
+        assert (report["done"], report["failed"], report["skipped"]) == (3, 1, 0)
+        assert len(report["workers"]) == int(workers)
+        assert all(any(name.endswith(f"_{worker['node']}") for name in session) for worker in report["workers"])
+        for name in ("a.mp4", "sub/b.mkv"):
+            assert len(video_info(out / name)["pts"]) == len(video_info(inputs / name)["pts"])
+        assert cv2.imread(str(out / "sub" / "c.png")).shape == (48, 64, 3)
+        assert not (out / "bad.mp4").exists() and no_partial_files(out)
