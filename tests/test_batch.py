@@ -63,25 +63,27 @@ def kill_session(session: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def head_node() -> Iterator[tuple[str, Path, dict[str, str]]]:
+def head_node() -> Iterator[tuple[str, Path, dict[str, str], int | None]]:
     """A Ray cluster started as a user starts one, `ray start --head` on 127.0.0.1, that meets no
     other Ray on the machine: its own temporary folder, ports and token. Its processes are killed
-    afterwards, whatever the tests did. Gives its address, its temporary folder and the
-    environment (token) a driver joins it with."""
+    afterwards, whatever the tests did. Gives its address, its temporary folder, the
+    environment (token) a driver joins it with, and its Ray Client port (None without ray[client])."""
     # Short: Ray's sockets lie below it, and a socket's path has at most 107 bytes.
     root = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32), "RAY_USAGE_STATS_ENABLED": "0"}
-    port, *others = free_ports(8)
+    port, client, *others = free_ports(9)
+    serves_clients = importlib.util.find_spec("grpc") is not None  # ray start refuses a client port without it
     options = ("--dashboard-port", "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--metrics-export-port",
                "--runtime-env-agent-port", "--node-manager-port", "--object-manager-port")
     argv = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
             "--num-cpus", "2", "--include-dashboard", "false", "--min-worker-port", "0", "--max-worker-port", "0",
-            *(arg for pair in zip(options, map(str, others)) for arg in pair), "--temp-dir", str(root), "--disable-usage-stats"]
+            *(arg for pair in zip(options, map(str, others)) for arg in pair), "--temp-dir", str(root), "--disable-usage-stats",
+            *(["--ray-client-server-port", str(client)] if serves_clients else [])]
     with open(root / "start.log", "w+") as log:
         starter = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             assert starter.wait(timeout=180) == 0, (log.seek(0), log.read()[-3000:])[1]
-            yield f"127.0.0.1:{port}", root, env
+            yield f"127.0.0.1:{port}", root, env, client if serves_clients else None
         finally:
             starter.kill()
             kill_session(starter.pid)
@@ -348,11 +350,11 @@ finally:
 @pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="the test cluster's processes are found in /proc")
 @pytest.mark.timeout(600)  # a Ray start and two jobs, each given minutes on a loaded 2-core machine
-def test_a_job_joins_a_cluster_started_with_ray_start(head_node: tuple[str, Path, dict[str, str]], tiny_checkpoint: Path,
+def test_a_job_joins_a_cluster_started_with_ray_start(head_node: tuple[str, Path, dict[str, str], int | None], tiny_checkpoint: Path,
                                                       tmp_path: Path) -> None:
     """`derain batch --address HOST:PORT`, then `--address auto` with RAY_ADDRESS: the workers ran
     on the cluster's one node (Ray names files of its session after the node), not an embedded Ray's."""
-    address, root, env = head_node
+    address, root, env, _ = head_node
     session = [path.name for path in (root / "session_latest").iterdir()]
     inputs, out, summary = mixed_folder(tmp_path / "in"), tmp_path / "out", tmp_path / "summary.json"
     argv = [sys.executable, "-m", "derain", "batch", str(inputs), "-o", str(out), "--weights", str(tiny_checkpoint), "--device", "cpu",
@@ -368,3 +370,23 @@ def test_a_job_joins_a_cluster_started_with_ray_start(head_node: tuple[str, Path
             assert len(video_info(out / name)["pts"]) == len(video_info(inputs / name)["pts"])
         assert cv2.imread(str(out / "sub" / "c.png")).shape == (48, 64, 3)
         assert not (out / "bad.mp4").exists() and no_partial_files(out)
+
+
+@needs_ray
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "linux", reason="the test cluster's processes are found in /proc")
+@pytest.mark.skipif(importlib.util.find_spec("grpc") is None, reason="Ray Client is not installed: pip install 'ray[client]'")
+@pytest.mark.timeout(600)
+def test_a_job_joins_a_cluster_through_ray_client(head_node: tuple[str, Path, dict[str, str], int | None], tiny_checkpoint: Path,
+                                                  tmp_path: Path) -> None:
+    _, _, env, client = head_node
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    for name in ("a.mp4", "b.mkv"):
+        make_video(inputs / name, frames=4)
+    argv = ["batch", str(inputs), "-o", str(out), "--weights", str(tiny_checkpoint), "--device", "cpu", "--workers", "1",
+            "--address", f"ray://127.0.0.1:{client}"]
+    done = subprocess.run([sys.executable, "-m", "derain", *argv], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "2 done, 0 failed" in done.stdout
+    assert all(len(video_info(out / name)["pts"]) == 4 for name in ("a.mp4", "b.mkv")) and no_partial_files(out)
