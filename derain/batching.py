@@ -488,7 +488,9 @@ def batch(
 
     Raises:
         derain.DerainError: Ray missing, bad options or inputs, or an engine no worker can build
-            (before any file); FileNotFoundError for a missing input.
+            (before any file); FileNotFoundError for a missing input. derain.EngineError also
+            when a dead worker's replacement cannot start: the files running then are stopped,
+            recorded as interrupted and their temporaries removed, as Ctrl-C does.
     """
     if batch < 1 or retries < 0 or (workers is not None and workers < 1) or (gpus_per_worker or 0) < 0:
         raise InputError(f"batch={batch} / retries={retries} / workers={workers} / gpus_per_worker={gpus_per_worker}: "

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from fractions import Fraction
@@ -187,6 +188,25 @@ def test_a_replacement_that_cannot_start_leaves_no_partial_file(local_ray: None,
     lines = [json.loads(line) for line in (out / RECORD_NAME).read_text().splitlines()]
     assert sorted((Path(line["input"]).name, line["status"]) for line in lines) == [("a.mp4", "interrupted"), ("b.mkv", "interrupted")]
     assert all("no engine for a replacement" in line["error"] for line in lines)
+
+
+@needs_ray
+@pytest.mark.slow
+def test_a_job_removes_the_temporaries_a_killed_job_left(local_ray: None, tmp_path: Path) -> None:
+    """A job killed outright (SIGKILL) cleans up nothing; the next one removes its temporaries
+    of the files it has to do before any worker starts (here it is stopped before any file)."""
+    from stand_ins import IdentityEngine
+
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    make_video(inputs / "a.mp4", frames=2)
+    out.mkdir()
+    (out / ".a.part.mp4").write_bytes(b"the start of a video")
+    stop = threading.Event()
+    stop.set()
+    report = derain.batch([inputs], out, engine=IdentityEngine, workers=1, stop=stop)
+    assert report.interrupted == "stopped" and report.files == []
+    assert list(out.iterdir()) == []
 
 
 @needs_ray

@@ -16,7 +16,8 @@ does; images, single frames, are derained on their own (a folder may hold both).
 Needs Ray: pip install 'derain[ray]'. Without --address, an embedded local Ray runs the job.
 
 Exit status: 0 every file done or skipped; 1 some failed; 2 bad input or options (nothing
-done); 130 Ctrl-C and 143 SIGTERM (running files cancelled and recorded as interrupted).
+done), or a worker that cannot be replaced; 130 Ctrl-C and 143 SIGTERM. A job stopped early
+cancels its running files and records them as interrupted: a rerun does them.
 """
 
 from __future__ import annotations
