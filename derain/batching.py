@@ -386,7 +386,7 @@ def _check_address(address: str) -> None:
         try:
             import grpc  # noqa: F401 - Ray Client's one dependency beyond Ray's own (ray[client])
         except ImportError:
-            raise DerainError(f"--address {address}: Ray Client (ray://) needs an extra package: pip install 'ray[client]'") from None
+            raise DerainError(f"address={address!r}: Ray Client (ray://) needs an extra package: pip install 'ray[client]'") from None
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():
         return  # "auto", or a form Ray reads its own way
@@ -502,7 +502,7 @@ def batch(
     items = plan_batch(inputs, root)
     images = sum(1 for item in items if item.kind == "image")
     if temporal > 1 and images:
-        log.info("--temporal %d fuses the frames of each video; the %d image(s) are derained on their own", temporal, images)
+        log.info("temporal=%d fuses the frames of each video; the %d image(s) are derained on their own", temporal, images)
     settings = EngineSettings(_weights_for_workers(weights), engine if isinstance(engine, str) else "custom",
                               device, precision, stages, tile, allow_lossy, None if isinstance(engine, str) else engine)
     video = VideoSettings(batch, temporal, fusion, codec, crf, bitrate, preset)

@@ -304,7 +304,7 @@ def test_an_address_ray_cannot_use_is_refused_in_one_line_before_anything_is_wri
     assert f"--address 127.0.0.1:{port}: no Ray cluster answers there" in capsys.readouterr().err
 
     monkeypatch.setitem(sys.modules, "grpc", None)  # Ray without ray[client]: import grpc raises ImportError
-    with pytest.raises(derain.DerainError, match=r"^--address ray://127\.0\.0\.1:\d+: Ray Client \(ray://\) needs an extra package: "
+    with pytest.raises(derain.DerainError, match=r"^address='ray://127\.0\.0\.1:\d+': Ray Client \(ray://\) needs an extra package: "
                                                  r"pip install 'ray\[client\]'$"):
         derain.batch([tmp_path / "a.mp4"], out, address=f"ray://127.0.0.1:{port}")
     assert not out.exists()
