@@ -76,7 +76,7 @@ def head_node() -> Iterator[tuple[str, Path, dict[str, str], int | None]]:
     serves_clients = importlib.util.find_spec("grpc") is not None  # ray start refuses a client port without it
     options = ("--dashboard-port", "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--metrics-export-port",
                "--runtime-env-agent-port", "--node-manager-port", "--object-manager-port")
-    argv = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
+    argv = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
             "--num-cpus", "2", "--include-dashboard", "false", "--min-worker-port", "0", "--max-worker-port", "0",
             *(arg for pair in zip(options, map(str, others)) for arg in pair), "--temp-dir", str(root), "--disable-usage-stats",
             *(["--ray-client-server-port", str(client)] if serves_clients else [])]
