@@ -14,6 +14,7 @@ Ray is an optional extra: `pip install 'derain[ray]'`.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import logging
 import os
@@ -219,6 +220,16 @@ def part_path(output: Path) -> Path:
     """The temporary name an output is written under: hidden, beside it, with its suffix kept so
     that the muxer picks the same container."""
     return output.with_name(f".{output.stem}.part{output.suffix}")
+
+
+def remove_temporaries(item: BatchItem) -> None:
+    """Remove what a worker stopped midway (killed, cancelled) left of `item`'s output: a video's
+    part file, or the randomly named temporaries (`.NAME.png.XXXXXXXX`) an image is written to."""
+    if item.kind == "video":
+        part_path(item.output).unlink(missing_ok=True)
+        return
+    for tmp in item.output.parent.glob(f".{glob.escape(item.output.name)}.*"):
+        tmp.unlink(missing_ok=True)
 
 
 # The record: one JSON line per file, the last line for an input wins.
@@ -531,7 +542,7 @@ def batch(
             todo.append(item)
     for item in todo:
         # A job killed outright (SIGKILL, power lost) cleans up nothing: its temporaries go now.
-        part_path(item.output).unlink(missing_ok=True)
+        remove_temporaries(item)
     start = time.perf_counter()
     if on_progress is not None:
         on_progress(BatchProgress(len(report.files), len(items), 0, {}))  # the count, while Ray starts
@@ -662,7 +673,7 @@ class _Pool:
                 self.ray.wait(ends, num_returns=len(ends), timeout=KILL_TIMEOUT)
         for slot in stopped:
             assert slot.item is not None
-            part_path(slot.item.output).unlink(missing_ok=True)
+            remove_temporaries(slot.item)
             report.cancelled.append(str(slot.item.input))
             finish(slot, "interrupted", 0, f"{slot.item.input}: interrupted ({why})")
 
@@ -677,7 +688,7 @@ class _Pool:
             item = slot.item
             why = str(died).splitlines()[0]
             log.warning("worker %s died running %s (%s); starting a replacement", slot.name, item.input, why)
-            part_path(item.output).unlink(missing_ok=True)
+            remove_temporaries(item)
             slot.spawned += 1
             [slot.actor] = self._start([f"{slot.name}.{slot.spawned}"])
             if attempts[item] <= self.retries:

@@ -194,14 +194,17 @@ def test_a_replacement_that_cannot_start_leaves_no_partial_file(local_ray: None,
 @pytest.mark.slow
 def test_a_job_removes_the_temporaries_a_killed_job_left(local_ray: None, tmp_path: Path) -> None:
     """A job killed outright (SIGKILL) cleans up nothing; the next one removes its temporaries
-    of the files it has to do before any worker starts (here it is stopped before any file)."""
+    (a video's, an image's) of the files it has to do before any worker starts (here it is
+    stopped before any file)."""
     from stand_ins import IdentityEngine
 
     inputs, out = tmp_path / "in", tmp_path / "out"
     inputs.mkdir()
     make_video(inputs / "a.mp4", frames=2)
+    cv2.imwrite(str(inputs / "c.jpg"), picture(64, 48, 3)[..., ::-1])
     out.mkdir()
     (out / ".a.part.mp4").write_bytes(b"the start of a video")
+    (out / ".c.png.0a1b2c3d").write_bytes(b"the start of a PNG")  # derain.image's temporary name for c.png
     stop = threading.Event()
     stop.set()
     report = derain.batch([inputs], out, engine=IdentityEngine, workers=1, stop=stop)
