@@ -272,7 +272,7 @@ def image(
     try:
         outdir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise NotADirectoryError(f"-o {outdir}: cannot make the folder ({err.strerror})") from None
+        raise NotADirectoryError(f"outdir={str(outdir)!r}: cannot make the folder ({err.strerror})") from None
     report = ImageReport()
 
     def done(job: ImageJob, error: str | None) -> None:

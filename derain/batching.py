@@ -210,7 +210,7 @@ def _check_unique(items: list[BatchItem]) -> None:
     taken: dict[Path, Path] = {}
     for item in items:
         if item.output.resolve() in inputs:
-            raise InputError(f"{item.output}: is an input; write the outputs to another folder (-o)")
+            raise InputError(f"{item.output}: is an input; write the outputs to another folder (`outdir`)")
         other = taken.setdefault(item.output, item.input)
         if other != item.input:
             raise InputError(f"{other} and {item.input} would both be written to {item.output}; derain them in separate batches")
@@ -508,7 +508,7 @@ def batch(
                          "need `batch` >= 1, `retries` >= 0, `workers` >= 1, `gpus_per_worker` >= 0")
     root = Path(outdir)
     if root.exists() and not root.is_dir():
-        raise NotADirectoryError(f"-o {root}: is a file; give a folder for the outputs")
+        raise NotADirectoryError(f"outdir={str(root)!r}: is a file; give a folder for the outputs")
     check_temporal(temporal, fusion)
     items = plan_batch(inputs, root)
     images = sum(1 for item in items if item.kind == "image")

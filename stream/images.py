@@ -25,7 +25,7 @@ def plan_jobs(inputs: Iterable[str | Path], outdir: Path, rain: bool, overwrite:
     """One job per image: folders are expanded (not recursively), names must not collide, and
     existing outputs are replaced only with `overwrite`."""
     if outdir.exists() and not outdir.is_dir():
-        raise NotADirectoryError(f"-o {outdir}: is a file; give a folder for the PNGs")
+        raise NotADirectoryError(f"outdir={str(outdir)!r}: is a file; give a folder for the PNGs")
     sources: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
@@ -46,7 +46,7 @@ def plan_jobs(inputs: Iterable[str | Path], outdir: Path, rain: bool, overwrite:
         for output in filter(None, (job.output, job.rain_output)):
             key = output.resolve()
             if key in inputs_resolved:
-                raise FileExistsError(f"{output}: is the input {inputs_resolved[key]}; write the output to another folder (-o)")
+                raise FileExistsError(f"{output}: is the input {inputs_resolved[key]}; write the output to another folder (`outdir`)")
             if key in taken:
                 raise FileExistsError(f"{source} and {taken[key]} would both be written to {output}; derain them into separate folders")
             taken[key] = source

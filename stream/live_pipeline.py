@@ -332,7 +332,7 @@ def _open_sinks(job: LiveJob, source: Source) -> tuple[Sink | None, Sink | None]
             except (av.error.FFmpegError, OSError) as err:
                 raise LiveError(f"restream={job.restream!r}: {describe(err)}") from None
         if len({s.layout.format for s in sinks}) > 1:
-            raise LiveError(f"-o {job.output}: its encoder takes {sinks[0].layout.format}, the re-stream {sinks[1].layout.format}; record to .mkv or .mp4")
+            raise LiveError(f"output={str(job.output)!r}: its encoder takes {sinks[0].layout.format}, the re-stream {sinks[1].layout.format}; record to .mkv or .mp4")
     except BaseException:
         _discard(sinks)
         raise

@@ -17,7 +17,7 @@ PARAMETERS = (
     "restream", "resume", "retries", "shape", "stages", "start", "steps_per_epoch", "synthetic_rain",
     "temporal", "tile", "timeout", "val", "val_crop", "variant", "weights", "workers",
 )
-RENAMED = {"input_options": "--option"}
+RENAMED = {"input_options": "--option", "outdir": "-o", "output": "-o"}
 
 _NAMES = "|".join(sorted((*PARAMETERS, *RENAMED), key=len, reverse=True))
 _SWITCH = re.compile(rf"\b({_NAMES})=True\b")
