@@ -40,7 +40,7 @@ def export_onnx(model: BRN, path: str | Path, dynamic: bool = True, shape: tuple
     batch, _, height, width = shape
     if dynamic and not (DYNAMIC_BATCH[0] <= batch <= DYNAMIC_BATCH[1] and all(DYNAMIC_SIDE[0] <= s <= DYNAMIC_SIDE[1] for s in (height, width))):
         raise EngineError(
-            f"shape={'x'.join(map(str, shape))}: a dynamic export traces an example of batch {DYNAMIC_BATCH[0]}-{DYNAMIC_BATCH[1]} "
+            f"shape={'x'.join(map(str, shape))}: a `dynamic` export traces an example of batch {DYNAMIC_BATCH[0]}-{DYNAMIC_BATCH[1]} "
             f"and sides {DYNAMIC_SIDE[0]}-{DYNAMIC_SIDE[1]}; give one in range (the graph still takes any size in it)"
         )
     module = Derainer(copy.deepcopy(model)).eval().float().cpu()

@@ -11,7 +11,7 @@ import re
 
 # Every library parameter that a flag sets; the flag is the name with dashes unless renamed.
 PARAMETERS = (
-    "address", "allow_lossy", "amp", "batch", "bitrate", "codec", "crf", "device", "drop_policy", "duration",
+    "address", "allow_lossy", "amp", "batch", "bitrate", "codec", "crf", "device", "drop_policy", "duration", "dynamic",
     "engine", "epochs", "format", "gpus_per_worker", "heavy_fraction", "init", "l1", "lr", "max_latency",
     "mirror", "out", "overwrite", "patch", "precision", "preset", "procedural", "realtime", "reconnect_max",
     "restream", "resume", "retries", "shape", "stages", "start", "steps_per_epoch", "synthetic_rain",
