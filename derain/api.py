@@ -101,8 +101,7 @@ def first_frame(source: Source, engine: Engine) -> torch.Tensor:
 def prepare(engine: Engine, source: Source, batch: int = 1) -> None:
     """Build the engine for the job's shape and check a reduced precision against FP32, on the
     source's first frame, before any frame is written: a refusal leaves no output behind."""
-    builds = engine.backend in ("compile", "tensorrt")
-    if engine.precision == "fp32" and not builds:
+    if engine.precision == "fp32" and not engine.per_shape:
         return
     shape = f"{batch}x3x{source.height}x{source.width}"
     log.info("preparing the %s engine for %s %s (built once per shape)", engine.backend, shape, engine.precision)

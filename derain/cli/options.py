@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from derain.engines import Engine
     from derain.stream.display import Preview
 
-ENGINES = ("auto", "tensorrt", "compile", "eager", "onnx")  # derain.engines.BACKENDS
+ENGINES = ("auto", "tensorrt", "compile", "eager", "onnx", "openvino")  # derain.engines.BACKENDS
 PRECISIONS = ("fp32", "fp16", "bf16")  # derain.engines.PRECISIONS
 EXIT_USAGE, EXIT_ERROR, EXIT_SIGINT, EXIT_SIGTERM = 2, 1, 130, 143
 
