@@ -58,3 +58,16 @@ def ctrl_c_in_sink_close(monkeypatch: pytest.MonkeyPatch) -> None:
         close(self, remux_rest)
 
     monkeypatch.setattr(Sink, "close", close_under_ctrl_c)
+
+
+@pytest.fixture(scope="session")
+def _engines_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("shared-cache")
+
+
+@pytest.fixture
+def shared_engine_cache(_engines_root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """One project cache for the tests that build ONNX and OpenVINO engines: each export or
+    conversion of a model takes tens of seconds on a 2-core CPU, and is made once a session."""
+    monkeypatch.setenv("DERAIN_CACHE", str(_engines_root))
+    return _engines_root
