@@ -70,6 +70,12 @@ def resolve_engines(requested: list[str], device: torch.device) -> tuple[list[tu
     return engines, notes
 
 
+def thread_policy() -> str:
+    threads = torch.get_num_threads()
+    return (f"every backend runs {threads} intra-op thread{'s' if threads != 1 else ''}: torch's count, which ONNX Runtime's "
+            "intra_op_num_threads and OpenVINO's INFERENCE_NUM_THREADS are set to")
+
+
 def _psnr_or_none(output: Tensor, reference: Tensor) -> float | None:
     """PSNR in dB of `output` against `reference`; None where they are identical (JSON has no Infinity)."""
     db = psnr(output.float(), reference)
@@ -164,8 +170,7 @@ def run_bench(
         "plan": {"resolutions": [f"{w}x{h}" for w, h in plan.resolutions], "batches": plan.batches,
                  "engines": plan.engines, "precisions": plan.precisions, "iterations": plan.iterations,
                  "warmup": plan.warmup, "input": None if plan.video is None else str(plan.video)},
-        # One policy for every backend: torch's intra-op threads, and ONNX Runtime and OpenVINO set to the same count.
-        "thread_policy": f"{torch.get_num_threads()} threads per operator for every backend (torch's intra-op count)",
+        "thread_policy": thread_policy(),
         "notes": notes, "complete": False, "rows": rows, "baseline": baselines, "skipped": skipped, "transcode": None,
     }
     unavailable: set[tuple[str, str]] = set()

@@ -7,7 +7,10 @@ those within `TOLERANCE` of eager FP32, and runs the fastest. The figures go to 
 file in the engine cache, keyed by the input shape, the model's shape and the thread count, and
 stamped with the CPU and the versions: a later process with the same stamp takes the choice
 without measuring; another CPU or any version change measures again; a damaged file counts as
-empty and is rewritten.
+empty and is rewritten. Where only eager is installed there is nothing to measure.
+
+$DERAIN_AUTO_CPU (e.g. "eager" or "eager,openvino") limits the backends auto measures: with
+"eager" alone it runs eager at once, with no conversion and no probe.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -47,12 +51,29 @@ def _candidates() -> dict[str, tuple[str | None, str]]:
     return {"eager": (None, ""), "onnx": ("onnxruntime", "onnx"), "openvino": ("openvino", "openvino")}
 
 
+AUTO_ENV = "DERAIN_AUTO_CPU"
+
+
 def _builders() -> dict[str, Callable[[BRN, torch.device], Engine]]:
+    """The backends auto measures: every CPU candidate, or those $DERAIN_AUTO_CPU names.
+
+    Raises:
+        EngineError: $DERAIN_AUTO_CPU names an unknown backend, or leaves out eager (the reference).
+    """
     from derain.engines.onnx import OnnxEngine
     from derain.engines.openvino import OpenVinoEngine
 
-    return {"eager": lambda m, d: EagerEngine(m, d, "fp32"), "onnx": lambda m, d: OnnxEngine(m, d, "fp32"),
-            "openvino": lambda m, d: OpenVinoEngine(m, d, "fp32")}
+    every: dict[str, Callable[[BRN, torch.device], Engine]] = {
+        "eager": lambda m, d: EagerEngine(m, d, "fp32"), "onnx": lambda m, d: OnnxEngine(m, d, "fp32"),
+        "openvino": lambda m, d: OpenVinoEngine(m, d, "fp32")}
+    wanted = os.environ.get(AUTO_ENV, "").strip()
+    if not wanted:
+        return every
+    names = [name.strip() for name in wanted.split(",") if name.strip()]
+    if "eager" not in names or any(name not in every for name in names):
+        raise EngineError(f"${AUTO_ENV}={wanted!r}: name the backends auto may measure on the CPU, eager among them "
+                          f"(any of {', '.join(every)}), or unset it")
+    return {name: every[name] for name in names}
 
 
 # Not measured: compile builds each frame size for tens of seconds on the CPU (a probe per shape
@@ -78,6 +99,8 @@ class Choice:
     measured: str = ""  # when (UTC, ISO 8601)
 
     def describe(self) -> str:
+        if not self.ms:
+            return f"auto picked {self.backend} (the only CPU backend here to measure)"
         figures = ", ".join(f"{name} {ms:.0f} ms" for name, ms in sorted(self.ms.items(), key=lambda item: item[1]))
         where = f"measured {self.measured}, cached" if self.cached else "measured now"
         return f"auto picked {self.backend} ({figures}; {where})"
@@ -211,22 +234,30 @@ class AutoEngine(Engine):
             except EngineError as err:
                 log.info("auto: the cached choice %s fails to build (%s); measuring again", cached.backend, err)
         choice = self._measure(batch)
-        self.probe_file.store(key, env, choice)
+        if choice.ms:
+            self.probe_file.store(key, env, choice)
         return choice
 
     def _measure(self, batch: Tensor) -> Choice:
         """Time every candidate on `batch`; keep the fastest that agrees with eager FP32."""
-        batch = batch.detach().to(self.device, torch.float32).contiguous()
-        reference = self._engine("eager").run_unchecked(batch).float()
         extras = _candidates()
         ms: dict[str, float] = {}
-        passed: dict[str, str] = {}
+        passed = {name: why for name, why in NOT_PROBED.items() if name not in self.builders}
+        passed.update({name: f"not measured (${AUTO_ENV})" for name in extras if name not in self.builders})
+        available = []
         for name in self.builders:
             module, extra = extras.get(name, (None, ""))
             problem = self.why_not(module) if module else None
             if problem:
                 passed[name] = f"{problem} (pip install 'derain[{extra}]')"
-                continue
+            else:
+                available.append(name)
+        now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        if available == ["eager"]:
+            return Choice("eager", {}, passed, measured=now)
+        batch = batch.detach().to(self.device, torch.float32).contiguous()
+        reference = self._engine("eager").run_unchecked(batch).float()
+        for name in available:
             try:
                 engine = self._engine(name)
                 gap = float((engine.run_unchecked(batch).float() - reference).abs().max())
@@ -242,8 +273,7 @@ class AutoEngine(Engine):
         best = min(ms, key=ms.__getitem__)
         for name in [n for n in self._engines if n != best]:
             del self._engines[name]  # the losers' buffers go; a later shape builds again what it needs
-        passed.update({name: why for name, why in NOT_PROBED.items() if name not in self.builders})
-        return Choice(best, ms, passed, measured=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"))
+        return Choice(best, ms, passed, measured=now)
 
     @staticmethod
     def _time(engine: Engine, batch: Tensor) -> float:

@@ -241,3 +241,17 @@ def test_auto_below_fp32_on_the_cpu_stays_eager() -> None:
     notes: list[str] = []
     engine = build_engine(plain_brn(stages=1), "auto", "cpu", "bf16", notes=notes)
     assert engine.backend == "eager" and engine.precision == "bf16" and notes
+
+
+def test_derain_auto_cpu_limits_what_auto_measures(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DERAIN_AUTO_CPU", "eager")  # as every test but the measuring ones runs
+    engine = build_engine(plain_brn(stages=1), "auto", "cpu")
+    assert isinstance(engine, AutoEngine) and set(engine.builders) == {"eager"}
+    engine.run(torch.rand(1, 3, 8, 8))
+    choice = engine.choices[(1, 3, 8, 8)]
+    assert (choice.backend, choice.ms) == ("eager", {}) and choice.passed["openvino"] == "not measured ($DERAIN_AUTO_CPU)"
+    assert not ProbeFile().path.exists()  # nothing measured, nothing to remember
+    for wrong in ("onnx", "eager,fast"):
+        monkeypatch.setenv("DERAIN_AUTO_CPU", wrong)
+        with pytest.raises(EngineError, match=r"^\$DERAIN_AUTO_CPU=.*eager among them"):
+            build_engine(plain_brn(stages=1), "auto", "cpu")
