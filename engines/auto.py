@@ -43,6 +43,10 @@ TOLERANCE = 1e-4
 # Timed calls per candidate after the first (which builds the shape and is checked for accuracy):
 # the least of them is the figure, the one least disturbed by other work on the machine.
 PROBE_CALLS = 2
+# Shapes one engine measures; past them (a folder of images of many sizes) a new size takes the
+# pick measured for the nearest size in pixels: a probe costs several frames' work, which a
+# single image does not repay.
+MEASURED_SHAPES = 4
 FILE_VERSION = 1
 
 
@@ -97,8 +101,11 @@ class Choice:
     passed: dict[str, str] = field(default_factory=dict)  # each backend left out: why
     cached: bool = False  # read from the probe file, not measured in this process
     measured: str = ""  # when (UTC, ISO 8601)
+    like: str = ""  # not measured for this shape: the pick measured for this one (past MEASURED_SHAPES)
 
     def describe(self) -> str:
+        if self.like:
+            return f"auto picked {self.backend} (as measured for {self.like}: this engine has measured {MEASURED_SHAPES} sizes)"
         if not self.ms:
             return f"auto picked {self.backend} (the only CPU backend here to measure)"
         figures = ", ".join(f"{name} {ms:.0f} ms" for name, ms in sorted(self.ms.items(), key=lambda item: item[1]))
@@ -208,10 +215,11 @@ class AutoEngine(Engine):
             if choice is None:
                 start = time.perf_counter()
                 choice = self._choose(batch)
-                self.choices[shape] = choice
                 log.info("%s for %s", choice.describe(), "x".join(map(str, shape)))
-                for name, why in choice.passed.items():
-                    log.info("  passed over %s: %s", name, why)
+                if not self.choices:
+                    for name, why in choice.passed.items():
+                        log.info("  passed over %s: %s", name, why)
+                self.choices[shape] = choice
                 self.build_seconds += time.perf_counter() - start
             self._last = choice.backend
             return self._engine(choice.backend)
@@ -233,6 +241,11 @@ class AutoEngine(Engine):
                 return cached
             except EngineError as err:
                 log.info("auto: the cached choice %s fails to build (%s); measuring again", cached.backend, err)
+        measured = {s: c for s, c in self.choices.items() if not c.like}
+        if len(measured) >= MEASURED_SHAPES:
+            pixels = shape[0] * shape[2] * shape[3]
+            near = min(measured, key=lambda s: abs(s[0] * s[2] * s[3] - pixels))
+            return Choice(measured[near].backend, measured[near].ms, measured[near].passed, like="x".join(map(str, near)))
         choice = self._measure(batch)
         if choice.ms:
             self.probe_file.store(key, env, choice)

@@ -255,3 +255,16 @@ def test_derain_auto_cpu_limits_what_auto_measures(monkeypatch: pytest.MonkeyPat
         monkeypatch.setenv("DERAIN_AUTO_CPU", wrong)
         with pytest.raises(EngineError, match=r"^\$DERAIN_AUTO_CPU=.*eager among them"):
             build_engine(plain_brn(stages=1), "auto", "cpu")
+
+
+def test_past_a_few_sizes_auto_takes_the_nearest_measured_pick(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(auto_module, "MEASURED_SHAPES", 2)
+    calls: list[str] = []
+    engine = AutoEngine(plain_brn(stages=1), CPU, ProbeFile(tmp_path / "a.json"), fakes(calls))
+    for side in (8, 24):
+        engine.run(torch.rand(1, 3, side, side))
+    calls.clear()
+    engine.run(torch.rand(1, 3, 20, 22))
+    choice = engine.choices[(1, 3, 20, 22)]
+    assert (choice.backend, choice.like, calls) == ("onnx", "1x3x24x24", ["onnx"])  # nothing measured
+    assert len(json.loads((tmp_path / "a.json").read_text())["entries"]) == 2  # and nothing remembered
