@@ -25,10 +25,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from derain.engines.base import Engine, EngineError, import_problem
+from derain.engines.base import Engine, EngineError, image_to_batch, import_problem
 from derain.engines.cache import engine_cache_dir
 from derain.engines.eager import EagerEngine
 from derain.engines.host import cpu_name, package_version
@@ -172,6 +173,7 @@ class AutoEngine(Engine):
         builders: backend name -> a function building its FP32 engine (default: eager, onnx,
             openvino); "eager" must be one: it is the reference the others are held to.
         why_not: None for a module that imports, else why not (`import_problem`).
+        clock: what times the candidates, in seconds.
     """
 
     precision = "fp32"
@@ -181,14 +183,14 @@ class AutoEngine(Engine):
     def __init__(
         self, model: BRN, device: torch.device, probe_file: ProbeFile | None = None,
         builders: Mapping[str, Callable[[BRN, torch.device], Engine]] | None = None,
-        why_not: Callable[[str], str | None] = import_problem,
+        why_not: Callable[[str], str | None] = import_problem, clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         if device.type != "cpu":
             raise EngineError(f"the measured auto choice is for the CPU, not {device}")
         self.model, self.device = model, device
         self.probe_file = probe_file or ProbeFile()
         self.builders = dict(builders) if builders is not None else _builders()
-        self.why_not = why_not
+        self.why_not, self.clock = why_not, clock
         self.choices: dict[tuple[int, ...], Choice] = {}
         self._engines: dict[str, Engine] = {}
         self._last: str | None = None
@@ -206,6 +208,13 @@ class AutoEngine(Engine):
     def _run(self, batch: Tensor) -> Tensor:
         engine = self.engine_for(batch)
         return engine.run_unchecked(batch)
+
+    def check(self, sample: Tensor | np.ndarray, batch: int = 1) -> float | None:
+        """Choose the backend for the job's shape now (measuring if need be), and let it prepare
+        that shape; FP32 throughout, so there is no accuracy to report (None)."""
+        frame = (image_to_batch(sample, self.device) if isinstance(sample, np.ndarray) else sample)[:1].to(self.device)
+        batched = frame.expand(batch, -1, -1, -1).contiguous()
+        return self.engine_for(batched).check(frame, batch)
 
     def engine_for(self, batch: Tensor) -> Engine:
         """The engine chosen for `batch`'s shape: from this process, the probe file, or measured now on `batch`."""
@@ -288,8 +297,7 @@ class AutoEngine(Engine):
             del self._engines[name]  # the losers' buffers go; a later shape builds again what it needs
         return Choice(best, ms, passed, measured=now)
 
-    @staticmethod
-    def _time(engine: Engine, batch: Tensor) -> float:
-        start = time.perf_counter()
+    def _time(self, engine: Engine, batch: Tensor) -> float:
+        start = self.clock()
         engine.run_unchecked(batch)
-        return 1e3 * (time.perf_counter() - start)
+        return 1e3 * (self.clock() - start)

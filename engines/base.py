@@ -84,7 +84,7 @@ class Engine(ABC):
         checked = self.guard is None or self.guard.done
         if checked and not self.per_shape:
             return self.accuracy_db
-        frame = (_image_to_batch(sample, self.device) if isinstance(sample, np.ndarray) else sample)[:1].to(self.device)
+        frame = (image_to_batch(sample, self.device) if isinstance(sample, np.ndarray) else sample)[:1].to(self.device)
         out = self.run_unchecked(frame.expand(batch, -1, -1, -1).contiguous())
         if checked or self.guard is None:
             return self.accuracy_db
@@ -121,7 +121,7 @@ class Engine(ABC):
             return self.run(image)
         if not isinstance(image, np.ndarray):
             raise InputError(f"engine input: a {type(image).__name__}; give an RGB image (NumPy array H x W x 3) or a tensor B x 3 x H x W")
-        out = self.run(_image_to_batch(image, self.device))[0].float().clamp(0.0, 1.0)
+        out = self.run(image_to_batch(image, self.device))[0].float().clamp(0.0, 1.0)
         if image.dtype.kind == "u":
             # +0.5 then truncation rounds to nearest, as the video path converts its frames.
             top = float(np.iinfo(image.dtype).max)
@@ -132,7 +132,7 @@ class Engine(ABC):
 IMAGE_DTYPES = (np.uint8, np.uint16, np.float32, np.float64)
 
 
-def _image_to_batch(image: np.ndarray, device: torch.device) -> Tensor:
+def image_to_batch(image: np.ndarray, device: torch.device) -> Tensor:
     """An RGB image (H, W, 3) as a float32 batch (1, 3, H, W) in [0, 1] on `device`.
 
     Raises:

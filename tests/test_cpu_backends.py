@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -103,49 +102,61 @@ def test_a_companion_file_is_covered_by_the_entry(tmp_path: Path) -> None:
     assert cache.lookup(key, "m.xml") is None and not path.parent.exists()
 
 
+class Clock:
+    """auto's clock in the tests: only the fakes move it, so a busy machine changes no choice."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 class Fake(Engine):
-    """Eager FP32 made slower, or wrong, or counted: stands for a backend in auto's tests."""
+    """Eager FP32 that takes `delay` seconds on the test clock, or is off by `offset`, and counts its calls."""
 
     precision, dtype, device = "fp32", torch.float32, CPU
 
-    def __init__(self, model: BRN, name: str, delay: float = 0.0, offset: float = 0.0, calls: list[str] | None = None) -> None:
-        self.inner, self.backend, self.delay, self.offset = EagerEngine(model, CPU), name, delay, offset
-        self.calls = calls if calls is not None else []
+    def __init__(self, model: BRN, name: str, calls: list[str], delay: float = 0.0, offset: float = 0.0) -> None:
+        self.inner, self.backend, self.delay, self.offset, self.calls = EagerEngine(model, CPU), name, delay, offset, calls
         self.build_seconds = 0.0
 
     def _run(self, batch: Tensor) -> Tensor:
         self.calls.append(self.backend)
-        time.sleep(self.delay)
+        CLOCK.now += self.delay
         return self.inner.run(batch) + self.offset
+
+
+CLOCK = Clock()
 
 
 Builders = dict[str, Callable[[BRN, torch.device], Engine]]
 
 
 def fakes(calls: list[str], built: list[str] | None = None) -> Builders:
-    """eager slow (the reference), onnx fast and exact, openvino fast and wrong by 1e-3."""
+    """eager slow (the reference), onnx fast and exact, openvino fast and wrong by 1e-3; to run with clock=CLOCK."""
     built = built if built is not None else []
 
     def make(name: str, **kwargs: float) -> Callable[[BRN, torch.device], Engine]:
         return lambda model, device: built.append(name) or Fake(model, name, calls=calls, **kwargs)  # type: ignore[func-returns-value]
 
-    return {"eager": make("eager", delay=0.05), "onnx": make("onnx"), "openvino": make("openvino", offset=1e-3)}
+    return {"eager": make("eager", delay=0.05), "onnx": make("onnx", delay=0.01), "openvino": make("openvino", offset=1e-3)}
 
 
 def test_auto_runs_the_fastest_backend_that_agrees_with_eager(tmp_path: Path) -> None:
     model = plain_brn(stages=1)
     probes = ProbeFile(tmp_path / "auto.json")
-    engine = AutoEngine(model, CPU, probes, fakes([]))
+    engine = AutoEngine(model, CPU, probes, fakes([]), clock=CLOCK)
     assert engine.backend == "auto"
     y = torch.rand(1, 3, 12, 10)
     assert (engine.run(y) - reference(model, y)).abs().max() < 1e-5
     choice = engine.choices[(1, 3, 12, 10)]
     assert engine.backend == choice.backend == "onnx" and not choice.cached
-    assert set(choice.ms) == {"eager", "onnx"} and choice.ms["eager"] >= 50
+    assert choice.ms == pytest.approx({"eager": 50, "onnx": 10})
     assert choice.passed["openvino"].startswith("differs from eager fp32 by 0.001")
     assert "compile" in choice.passed and "tensorrt" in choice.passed
     assert choice.describe().startswith("auto picked onnx (onnx ") and "measured now" in choice.describe()
-    assert engine.build_seconds >= 0.05 * 3  # the probe's eager calls count as build time
+    assert engine.build_seconds > 0  # the probe counts as build time
     [entry] = json.loads(probes.path.read_text())["entries"].values()
     assert entry["key"]["shape"] == [1, 3, 12, 10] and entry["choice"]["backend"] == "onnx"
     assert entry["environment"] == auto_module.environment()
@@ -157,7 +168,7 @@ def test_auto_passes_over_what_is_not_installed_or_fails(tmp_path: Path) -> None
 
     builders = {**fakes([]), "onnx": broken}
     engine = AutoEngine(plain_brn(stages=1), CPU, ProbeFile(tmp_path / "a.json"), builders,
-                        why_not=lambda module: "not installed" if module == "openvino" else None)
+                        why_not=lambda module: "not installed" if module == "openvino" else None, clock=CLOCK)
     engine.run(torch.rand(1, 3, 8, 8))
     choice = engine.choices[(1, 3, 8, 8)]
     assert choice.backend == "eager"
@@ -167,10 +178,10 @@ def test_auto_passes_over_what_is_not_installed_or_fails(tmp_path: Path) -> None
 
 def test_auto_takes_a_remembered_choice_without_measuring(tmp_path: Path) -> None:
     model, probes, y = plain_brn(stages=1), ProbeFile(tmp_path / "auto.json"), torch.rand(2, 3, 8, 12)
-    AutoEngine(model, CPU, probes, fakes([])).run(y)
+    AutoEngine(model, CPU, probes, fakes([]), clock=CLOCK).run(y)
     calls: list[str] = []
     built: list[str] = []
-    again = AutoEngine(model, CPU, probes, fakes(calls, built))
+    again = AutoEngine(model, CPU, probes, fakes(calls, built), clock=CLOCK)
     again.run(y)
     assert built == ["onnx"] and calls == ["onnx"]  # nothing else built or run
     assert again.choices[(2, 3, 8, 12)].cached and "cached" in again.choices[(2, 3, 8, 12)].describe()
@@ -178,11 +189,11 @@ def test_auto_takes_a_remembered_choice_without_measuring(tmp_path: Path) -> Non
 
 def test_auto_measures_again_after_a_version_change(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     model, probes, y = plain_brn(stages=1), ProbeFile(tmp_path / "auto.json"), torch.rand(1, 3, 8, 8)
-    AutoEngine(model, CPU, probes, fakes([])).run(y)
+    AutoEngine(model, CPU, probes, fakes([]), clock=CLOCK).run(y)
     now = auto_module.environment()
     monkeypatch.setattr(auto_module, "environment", lambda: {**now, "openvino": "2099.1"})
     calls: list[str] = []
-    again = AutoEngine(model, CPU, probes, fakes(calls))
+    again = AutoEngine(model, CPU, probes, fakes(calls), clock=CLOCK)
     again.run(y)
     assert not again.choices[(1, 3, 8, 8)].cached and "eager" in calls
     [entry] = json.loads(probes.path.read_text())["entries"].values()
@@ -191,9 +202,9 @@ def test_auto_measures_again_after_a_version_change(tmp_path: Path, monkeypatch:
 
 def test_auto_measures_a_new_shape_and_keeps_the_old(tmp_path: Path) -> None:
     model, probes = plain_brn(stages=1), ProbeFile(tmp_path / "auto.json")
-    AutoEngine(model, CPU, probes, fakes([])).run(torch.rand(1, 3, 8, 8))
+    AutoEngine(model, CPU, probes, fakes([]), clock=CLOCK).run(torch.rand(1, 3, 8, 8))
     calls: list[str] = []
-    again = AutoEngine(model, CPU, probes, fakes(calls))
+    again = AutoEngine(model, CPU, probes, fakes(calls), clock=CLOCK)
     again.run(torch.rand(1, 3, 8, 10))
     assert not again.choices[(1, 3, 8, 10)].cached and "eager" in calls
     entries = json.loads(probes.path.read_text())["entries"].values()
@@ -204,20 +215,20 @@ def test_auto_measures_a_new_shape_and_keeps_the_old(tmp_path: Path) -> None:
 def test_a_damaged_probe_file_is_measured_over_and_rewritten(tmp_path: Path, damage: str) -> None:
     model, probes, y = plain_brn(stages=1), ProbeFile(tmp_path / "auto.json"), torch.rand(1, 3, 8, 8)
     if damage == "BROKEN-ENTRY":  # a whole file whose entry for this shape lost its figures
-        AutoEngine(model, CPU, probes, fakes([])).run(y)
+        AutoEngine(model, CPU, probes, fakes([]), clock=CLOCK).run(y)
         data = json.loads(probes.path.read_text())
         for entry in data["entries"].values():
             entry["choice"] = {"backend": "onnx"}
         damage = json.dumps(data)
     probes.path.write_text(damage)
-    engine = AutoEngine(model, CPU, probes, fakes([]))
+    engine = AutoEngine(model, CPU, probes, fakes([]), clock=CLOCK)
     assert (engine.run(y) - reference(model, y)).abs().max() < 1e-5
     assert not engine.choices[(1, 3, 8, 8)].cached
     assert json.loads(probes.path.read_text())["version"] == 1
 
 
 def test_auto_is_measured_per_tile_and_names_its_pick_through_tiling(tmp_path: Path) -> None:
-    engine = TiledEngine(AutoEngine(plain_brn(stages=1), CPU, ProbeFile(tmp_path / "a.json"), fakes([])), tile=80)
+    engine = TiledEngine(AutoEngine(plain_brn(stages=1), CPU, ProbeFile(tmp_path / "a.json"), fakes([]), clock=CLOCK), tile=80)
     assert engine.backend == "auto" and engine.per_shape
     engine.run(torch.rand(1, 3, 8, 8))
     assert engine.backend == "onnx"
@@ -260,7 +271,7 @@ def test_derain_auto_cpu_limits_what_auto_measures(monkeypatch: pytest.MonkeyPat
 def test_past_a_few_sizes_auto_takes_the_nearest_measured_pick(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(auto_module, "MEASURED_SHAPES", 2)
     calls: list[str] = []
-    engine = AutoEngine(plain_brn(stages=1), CPU, ProbeFile(tmp_path / "a.json"), fakes(calls))
+    engine = AutoEngine(plain_brn(stages=1), CPU, ProbeFile(tmp_path / "a.json"), fakes(calls), clock=CLOCK)
     for side in (8, 24):
         engine.run(torch.rand(1, 3, side, side))
     calls.clear()
