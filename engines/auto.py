@@ -83,7 +83,7 @@ def _builders() -> dict[str, Callable[[BRN, torch.device], Engine]]:
 
 # Not measured: compile builds each frame size for tens of seconds on the CPU (a probe per shape
 # would cost more than most jobs), and tensorrt needs a GPU.
-NOT_PROBED = {"compile": "not measured: Inductor builds each frame size for 30-40 s on the CPU (--engine compile forces it)",
+NOT_PROBED = {"compile": "not measured: Inductor builds each frame size for 30-40 s on the CPU (engine='compile' forces it)",
               "tensorrt": "needs a CUDA GPU"}
 
 

@@ -51,11 +51,11 @@ class OpenVinoEngine(Engine):
     def __init__(self, model: BRN, device: torch.device, precision: str = "fp32", cache: EngineCache | None = None) -> None:
         problem = import_problem("openvino")
         if problem:
-            raise EngineError(f"--engine openvino needs OpenVINO, which is {problem}: pip install 'derain[openvino]'")
+            raise EngineError(f"engine='openvino' needs OpenVINO, which is {problem}: pip install 'derain[openvino]'")
         if device.type != "cpu":
-            raise EngineError(f"--engine openvino runs on the CPU, not {device}; use --device cpu or another engine")
+            raise EngineError(f"engine='openvino' runs on the CPU, not {device}; use device='cpu' or another engine")
         if precision not in HINTS:
-            raise EngineError(f"--precision {precision!r}: use one of {', '.join(HINTS)}")
+            raise EngineError(f"precision={precision!r}: use one of {', '.join(HINTS)}")
         import openvino as ov
 
         start = time.perf_counter()
@@ -63,8 +63,8 @@ class OpenVinoEngine(Engine):
         if precision in CAPABILITIES:
             offered = list(self.core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
             if CAPABILITIES[precision] not in offered:
-                raise EngineError(f"--precision {precision} on the openvino engine needs a CPU with {CAPABILITIES[precision]} instructions; "
-                                  f"OpenVINO finds only {', '.join(offered)} here: use --precision fp32")
+                raise EngineError(f"precision={precision!r} on the openvino engine needs a CPU with {CAPABILITIES[precision]} instructions; "
+                                  f"OpenVINO finds only {', '.join(offered)} here: use precision='fp32'")
         self.device, self.precision, self.dtype = device, precision, torch.float32
         cache = cache or EngineCache()
         key = {"backend": "openvino", "weights": weights_hash(model), "variant": model.variant, "stages": model.stages,

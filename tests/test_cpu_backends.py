@@ -71,7 +71,7 @@ def test_openvino_below_fp32_runs_only_on_a_cpu_with_the_instructions(precision:
 
     model = plain_brn(stages=2)
     if CAPABILITIES[precision] not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
-        with pytest.raises(EngineError, match=rf"^--precision {precision} on the openvino engine needs a CPU with .*use --precision fp32$"):
+        with pytest.raises(EngineError, match=rf"^precision='{precision}' on the openvino engine needs a CPU with .*use precision='fp32'$"):
             build_engine(model, "openvino", "cpu", precision)
         return
     engine = build_engine(model, "openvino", "cpu", precision, allow_lossy=True)
@@ -84,7 +84,7 @@ def test_openvino_without_its_extra_is_one_line(monkeypatch: pytest.MonkeyPatch)
     from derain.engines import openvino
 
     monkeypatch.setattr(openvino, "import_problem", lambda module: "not installed")
-    with pytest.raises(EngineError, match=r"^--engine openvino needs OpenVINO, which is not installed: pip install 'derain\[openvino\]'$"):
+    with pytest.raises(EngineError, match=r"^engine='openvino' needs OpenVINO, which is not installed: pip install 'derain\[openvino\]'$"):
         build_engine(plain_brn(stages=1), "openvino", "cpu")
 
 
