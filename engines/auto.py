@@ -146,7 +146,8 @@ class ProbeFile:
             choice = Choice(**entry["choice"])  # type: ignore[index]
         except (KeyError, TypeError):
             return None
-        if not isinstance(choice.backend, str) or not isinstance(choice.ms, dict):
+        figures = choice.ms.values() if isinstance(choice.ms, dict) else [None]
+        if not isinstance(choice.backend, str) or not all(isinstance(v, int | float) for v in figures) or not isinstance(choice.passed, dict):
             return None
         choice.cached = True
         return choice

@@ -211,14 +211,14 @@ def test_auto_measures_a_new_shape_and_keeps_the_old(tmp_path: Path) -> None:
     assert sorted(e["key"]["shape"] for e in entries) == [[1, 3, 8, 8], [1, 3, 8, 10]]
 
 
-@pytest.mark.parametrize("damage", ["{not json", "[]", '{"version": 1, "entries": []}', '{"version": 1, "entries": {"x": 1}}', "BROKEN-ENTRY"])
+@pytest.mark.parametrize("damage", ["{not json", "[]", '{"version": 1, "entries": []}', '{"version": 1, "entries": {"x": 1}}', "BROKEN-ENTRY", "BAD-FIGURES"])
 def test_a_damaged_probe_file_is_measured_over_and_rewritten(tmp_path: Path, damage: str) -> None:
     model, probes, y = plain_brn(stages=1), ProbeFile(tmp_path / "auto.json"), torch.rand(1, 3, 8, 8)
-    if damage == "BROKEN-ENTRY":  # a whole file whose entry for this shape lost its figures
+    if damage in ("BROKEN-ENTRY", "BAD-FIGURES"):  # a whole file whose entry for this shape lost its figures, or holds words
         AutoEngine(model, CPU, probes, fakes([]), clock=CLOCK).run(y)
         data = json.loads(probes.path.read_text())
         for entry in data["entries"].values():
-            entry["choice"] = {"backend": "onnx"}
+            entry["choice"] = {"backend": "onnx"} if damage == "BROKEN-ENTRY" else {**entry["choice"], "ms": {"onnx": "fast"}}
         damage = json.dumps(data)
     probes.path.write_text(damage)
     engine = AutoEngine(model, CPU, probes, fakes([]), clock=CLOCK)
