@@ -104,7 +104,8 @@ def first_frame(source: Source, engine: Engine) -> torch.Tensor:
 def prepare(engine: Engine, source: Source, batch: int = 1) -> None:
     """Build the engine for the job's shape and check a reduced precision against FP32, on the
     source's first frame, before any frame is written: a refusal leaves no output behind."""
-    if engine.precision == "fp32" and not engine.per_shape:
+    # getattr: an engine of the caller's own (duck-typed, not an Engine subclass) builds nothing per shape.
+    if engine.precision == "fp32" and not getattr(engine, "per_shape", False):
         return
     shape = f"{batch}x3x{source.height}x{source.width}"
     log.info("preparing the %s engine for %s %s (built once per shape)", engine.backend, shape, engine.precision)
