@@ -29,7 +29,8 @@ from derain.benchmarks.roofline import (
     measure_peaks,
 )
 from derain.benchmarks.system import device_info
-from derain.engines import EngineError, build_engine, choose_backend
+from derain.engines import AutoEngine, EngineError, build_engine, choose_backend
+from derain.engines.auto import TOLERANCE
 from derain.engines.eager import EagerEngine
 from derain.models.brn import BRN
 from derain.models.metrics import psnr
@@ -52,17 +53,27 @@ class Plan:
 
 
 def resolve_engines(requested: list[str], device: torch.device) -> tuple[list[tuple[str, str]], list[str]]:
-    """Each requested engine with the backend it runs on `device` (`auto` resolved), in order and
+    """Each requested engine with the backend it runs on `device` (`auto` resolved on a GPU; on the
+    CPU it measures per frame size as it runs, and its row names the pick), in order and
     duplicates kept: a row for every engine asked for. Notes say what auto chose."""
     engines: list[tuple[str, str]] = []
     notes: list[str] = []
     for name in requested:
         backend = name
-        if name == "auto":
+        if name == "auto" and device.type == "cpu":
+            notes.append("auto on the CPU: in fp32 it measures eager, onnx and openvino for each frame size and runs the fastest "
+                         f"within {TOLERANCE:g} of eager fp32 (its rows' \"auto\" has the figures); below fp32 it runs eager")
+        elif name == "auto":
             backend, passed = choose_backend(device)
             notes.append(f"auto picks {backend} here" + "".join(f"; passed over {p}" for p in passed))
         engines.append((name, backend))
     return engines, notes
+
+
+def thread_policy() -> str:
+    threads = torch.get_num_threads()
+    return (f"every backend runs {threads} intra-op thread{'s' if threads != 1 else ''}: torch's count, which ONNX Runtime's "
+            "intra_op_num_threads and OpenVINO's INFERENCE_NUM_THREADS are set to")
 
 
 def _psnr_or_none(output: Tensor, reference: Tensor) -> float | None:
@@ -105,6 +116,7 @@ def _measure_engine(
     except EngineError as err:
         raise Unavailable(str(err)) from None
     inputs = pool.batches(batch, engine.device, engine.dtype)
+    shape = tuple(inputs[0].shape)
     # Only one input batch is the engine's to hold; the others are the harness's rotation.
     rotation_mb = sum(t.nbytes for t in inputs[1:]) / 2**20
     timing = measure(engine.run, inputs, plan.warmup, plan.iterations, batch, device)
@@ -117,6 +129,8 @@ def _measure_engine(
     row = _result(engine.backend, engine.precision, batch, pool.frames.shape[2], pool.frames.shape[3], timing, cost, peaks,
                   baseline_fps, None if peak is None else peak - rotation_mb, engine.build_seconds, pool, plan.warmup)
     row["psnr_vs_fp32"] = accuracy
+    if isinstance(engine, AutoEngine):
+        row["auto"] = engine.choices[shape].to_dict()
     if plan.video is not None:
         output = workdir / f"{engine.backend}-{precision}-b{batch}{SUFFIX}"
         row["end_to_end"] = end_to_end(engine, plan.video, batch, output, timing.fps)
@@ -156,6 +170,7 @@ def run_bench(
         "plan": {"resolutions": [f"{w}x{h}" for w, h in plan.resolutions], "batches": plan.batches,
                  "engines": plan.engines, "precisions": plan.precisions, "iterations": plan.iterations,
                  "warmup": plan.warmup, "input": None if plan.video is None else str(plan.video)},
+        "thread_policy": thread_policy(),
         "notes": notes, "complete": False, "rows": rows, "baseline": baselines, "skipped": skipped, "transcode": None,
     }
     unavailable: set[tuple[str, str]] = set()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import os
 import platform
 import shutil
@@ -12,25 +11,11 @@ from pathlib import Path
 
 import torch
 
+from derain.engines.host import cpu_name, package_version
+
 # nvidia-smi fields worth keeping next to a throughput figure: clocks decide it as much as the chip.
 SMI_FIELDS = ("name", "driver_version", "clocks.sm", "clocks.max.sm", "clocks.mem", "clocks.max.mem",
               "power.limit", "pstate", "temperature.gpu")
-
-
-def package_version(*names: str) -> str | None:
-    """The installed version of the first of `names` that is installed, without importing it."""
-    for name in names:
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            return importlib.metadata.version(name)
-    return None
-
-
-def cpu_name() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def cpu_clock_mhz() -> dict[str, float]:
@@ -70,6 +55,7 @@ def device_info(device: torch.device) -> dict[str, object]:
         "torch_tensorrt": package_version("torch-tensorrt", "torch_tensorrt"),
         "tensorrt": package_version("tensorrt", "tensorrt-cu12", "tensorrt-cu13", "tensorrt_cu12", "tensorrt_cu13"),
         "onnxruntime": package_version("onnxruntime", "onnxruntime-gpu"),
+        "openvino": package_version("openvino"),
         "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         # Other work on the machine skews CPU figures; the load says how much there was.

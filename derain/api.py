@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -85,8 +86,10 @@ def _build(model: BRN, weights: PathLike | None, engine: str, device: str, preci
     notes: list[str] = []
     built = build_engine(model, engine, device, precision, tile=tile, allow_lossy=allow_lossy, notes=notes)
     picked = "picked by auto" if engine == "auto" else "as asked"
-    log.info("%s (T=%d) from %s: %s engine (%s), %s, %s", model.variant.upper(), model.stages,
-             weights or "built-in weights", built.backend, picked, built.precision, built.device)
+    # auto on the CPU names its backend once it has seen a frame size (and logs it then).
+    what = "the fastest CPU backend for each frame size" if built.backend == "auto" else f"{built.backend} engine"
+    log.info("%s (T=%d) from %s: %s (%s), %s, %s", model.variant.upper(), model.stages,
+             weights or "built-in weights", what, picked, built.precision, built.device)
     for note in notes:
         log.info("  passed over %s", note)
     return built
@@ -101,8 +104,8 @@ def first_frame(source: Source, engine: Engine) -> torch.Tensor:
 def prepare(engine: Engine, source: Source, batch: int = 1) -> None:
     """Build the engine for the job's shape and check a reduced precision against FP32, on the
     source's first frame, before any frame is written: a refusal leaves no output behind."""
-    builds = engine.backend in ("compile", "tensorrt")
-    if engine.precision == "fp32" and not builds:
+    # getattr: an engine of the caller's own (duck-typed, not an Engine subclass) builds nothing per shape.
+    if engine.precision == "fp32" and not getattr(engine, "per_shape", False):
         return
     shape = f"{batch}x3x{source.height}x{source.width}"
     log.info("preparing the %s engine for %s %s (built once per shape)", engine.backend, shape, engine.precision)
@@ -149,7 +152,7 @@ def video(
     keep_partial: bool = True,
     on_start: Callable[[Source, Sink], contextlib.AbstractContextManager[object]] | None = None,
     on_progress: Callable[[VideoProgress], None] | None = None,
-    preview: Callable[[np.ndarray], None] | None = None,
+    preview: Callable[[np.ndarray[Any, Any]], None] | None = None,
 ) -> VideoReport:
     """Derain a video file into another, keeping every frame's timestamp, the audio, subtitles,
     tags and attachments (copied untouched); the output's name picks its container.
@@ -292,7 +295,7 @@ class DerainedFrame:
     """One derained frame from `derain.frames`: RGB uint8 (H x W x 3), its timestamp in seconds
     (None where the source has none) and its index in the order read."""
 
-    rgb: np.ndarray
+    rgb: np.ndarray[Any, Any]
     time: float | None
     index: int
 
@@ -377,7 +380,7 @@ def live(
     on_start: Callable[[Source], contextlib.AbstractContextManager[object]] | None = None,
     on_stats: Callable[[dict[str, object]], None] | None = None,
     stats: LiveStats | None = None,
-    preview: Callable[[np.ndarray], None] | None = None,
+    preview: Callable[[np.ndarray[Any, Any]], None] | None = None,
 ) -> LiveReport:
     """Derain a camera or stream live with bounded latency, reconnecting when it drops, until it
     ends for good, gives up reconnecting, or is stopped.

@@ -40,6 +40,9 @@ class Engine(ABC):
     dtype: torch.dtype
     build_seconds: float
     guard: AccuracyGuard | None = None
+    # Builds (or chooses) something for each input shape on first sight: worth doing on a job's
+    # first frame before any output is written (`check`), rather than in the middle of the job.
+    per_shape: bool = False
 
     @abstractmethod
     def _run(self, batch: Tensor) -> Tensor:
@@ -67,8 +70,9 @@ class Engine(ABC):
 
         Args:
             sample: a batch (B, 3, H, W) float in [0, 1], or an RGB image as `__call__` takes it.
-            batch: the batch size the job will run: engines built per shape (compile, tensorrt)
-                build that shape here, and only that one.
+            batch: the batch size the job will run: engines built per shape (`per_shape`:
+                compile, tensorrt, openvino, auto on the CPU) build or choose for that shape here,
+                and only that one, FP32 or not.
 
         Returns:
             The PSNR in dB against FP32 (also kept as `accuracy_db`); None for an engine without
@@ -77,10 +81,13 @@ class Engine(ABC):
         Raises:
             EngineError: the engine strays from FP32 beyond the guard (without allow_lossy).
         """
-        if self.guard is None or self.guard.done:
+        checked = self.guard is None or self.guard.done
+        if checked and not self.per_shape:
             return self.accuracy_db
-        frame = (_image_to_batch(sample, self.device) if isinstance(sample, np.ndarray) else sample)[:1].to(self.device)
+        frame = (image_to_batch(sample, self.device) if isinstance(sample, np.ndarray) else sample)[:1].to(self.device)
         out = self.run_unchecked(frame.expand(batch, -1, -1, -1).contiguous())
+        if checked or self.guard is None:
+            return self.accuracy_db
         return self.guard.judge(self, frame, out[:1])
 
     @property
@@ -114,7 +121,7 @@ class Engine(ABC):
             return self.run(image)
         if not isinstance(image, np.ndarray):
             raise InputError(f"engine input: a {type(image).__name__}; give an RGB image (NumPy array H x W x 3) or a tensor B x 3 x H x W")
-        out = self.run(_image_to_batch(image, self.device))[0].float().clamp(0.0, 1.0)
+        out = self.run(image_to_batch(image, self.device))[0].float().clamp(0.0, 1.0)
         if image.dtype.kind == "u":
             # +0.5 then truncation rounds to nearest, as the video path converts its frames.
             top = float(np.iinfo(image.dtype).max)
@@ -125,7 +132,7 @@ class Engine(ABC):
 IMAGE_DTYPES = (np.uint8, np.uint16, np.float32, np.float64)
 
 
-def _image_to_batch(image: np.ndarray, device: torch.device) -> Tensor:
+def image_to_batch(image: np.ndarray, device: torch.device) -> Tensor:
     """An RGB image (H, W, 3) as a float32 batch (1, 3, H, W) in [0, 1] on `device`.
 
     Raises:

@@ -1,7 +1,8 @@
 """On-disk cache of built engines, keyed by everything that makes a build valid.
 
-An entry is a folder named by the SHA-256 of its key, holding the artefact and `meta.json` (the
-key itself and the artefact's SHA-256). A missing, mismatched or damaged entry is a miss: it is
+An entry is a folder named by the SHA-256 of its key, holding the artefact, any files written
+beside it (OpenVINO keeps its weights next to the graph), and `meta.json` (the key itself and
+the SHA-256 of every file). A missing, mismatched or damaged entry is a miss: it is
 removed and rebuilt, never trusted and never a crash.
 """
 
@@ -61,7 +62,9 @@ class EngineCache:
             return None
         try:
             meta = json.loads(meta_path.read_text())
-            if meta["key"] == key and meta["sha256"] == sha256_file(path):
+            companions = meta.get("companions", {})
+            if (meta["key"] == key and meta["sha256"] == sha256_file(path)
+                    and all(sha256_file(folder / name) == digest for name, digest in companions.items())):
                 return path
         except (OSError, ValueError, KeyError, TypeError):
             pass
@@ -69,12 +72,16 @@ class EngineCache:
         return None
 
     def store(self, key: dict[str, object], artefact: str, write: Callable[[Path], None]) -> Path:
-        """Build an entry in a scratch folder and move it into place only when complete."""
+        """Build an entry in a scratch folder and move it into place only when complete.
+
+        `write` makes `artefact` at the path it is given, and may write other files beside it.
+        """
         self.root.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix=".build-", dir=self.root))
         try:
             write(scratch / artefact)
-            meta = {"key": key, "sha256": sha256_file(scratch / artefact)}
+            companions = {p.name: sha256_file(p) for p in sorted(scratch.iterdir()) if p.name != artefact}
+            meta = {"key": key, "sha256": sha256_file(scratch / artefact), "companions": companions}
             (scratch / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
             folder = self.entry(key)
             shutil.rmtree(folder, ignore_errors=True)

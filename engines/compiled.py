@@ -40,6 +40,7 @@ class CompileEngine(Engine):
     C++ kernels on the CPU (fp32 or bf16)."""
 
     backend = "compile"
+    per_shape = True
 
     def __init__(self, model: BRN, device: torch.device, precision: str = "fp16", mode: str | None = None) -> None:
         if device.type not in ("cuda", "cpu"):

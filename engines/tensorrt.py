@@ -76,6 +76,7 @@ class TensorRTEngine(Engine):
     """torch-tensorrt engines, one per static batch shape, kept in the engine cache."""
 
     backend = "tensorrt"
+    per_shape = True
 
     def __init__(self, model: BRN, device: torch.device, precision: str = "fp16", cache: EngineCache | None = None) -> None:
         problem = unavailable()

@@ -44,8 +44,13 @@ class TiledEngine(Engine):
         if tile <= 2 * overlap:
             raise EngineError(f"tile={tile} must be larger than twice the overlap ({overlap}); use tile={2 * overlap + 64} or more")
         self.inner, self.tile, self.overlap = inner, tile, overlap
-        self.backend, self.precision = inner.backend, inner.precision
+        self.precision, self.per_shape = inner.precision, inner.per_shape
         self.device, self.dtype = inner.device, inner.dtype
+
+    # Read from the inner engine each time: `auto` on the CPU names its backend once it has measured.
+    @property  # type: ignore[override]
+    def backend(self) -> str:
+        return self.inner.backend
 
     @property  # type: ignore[override]
     def build_seconds(self) -> float:

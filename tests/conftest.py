@@ -30,8 +30,11 @@ def _ctrl_c_raises() -> None:
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test reads or writes the user's real weight cache or talks to a real mirror."""
+    """No test reads or writes the user's real weight cache or talks to a real mirror; and `auto`
+    on the CPU runs eager without measuring (the ONNX and OpenVINO conversions it would make
+    first take tens of seconds each): the tests that measure use `shared_engine_cache`."""
     monkeypatch.setenv("DERAIN_CACHE", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv("DERAIN_AUTO_CPU", "eager")
     monkeypatch.delenv("DERAIN_WEIGHTS_MIRROR", raising=False)
 
 
@@ -58,3 +61,18 @@ def ctrl_c_in_sink_close(monkeypatch: pytest.MonkeyPatch) -> None:
         close(self, remux_rest)
 
     monkeypatch.setattr(Sink, "close", close_under_ctrl_c)
+
+
+@pytest.fixture(scope="session")
+def _engines_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("shared-cache")
+
+
+@pytest.fixture
+def shared_engine_cache(_engines_root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """One project cache for the tests that build ONNX and OpenVINO engines: each export or
+    conversion of a model takes tens of seconds on a 2-core CPU, and is made once a session.
+    `auto` measures every installed backend there."""
+    monkeypatch.setenv("DERAIN_CACHE", str(_engines_root))
+    monkeypatch.delenv("DERAIN_AUTO_CPU")
+    return _engines_root

@@ -72,7 +72,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--batch", type=comma_list(positive, "batch sizes"), metavar="N[,N...]",
                    help="frames per engine call; default: 1,2,4,8 on a GPU, 1 on the CPU")
     p.add_argument("--engine", type=comma_list(choice(ENGINES), "engines"), default=["auto"], metavar="NAME[,NAME...]",
-                   help=f"any of {', '.join(ENGINES)} (default: auto)")
+                   help=f"any of {', '.join(ENGINES)} (default: auto; on the CPU its row names the backend it measured fastest)")
     p.add_argument("--precision", type=comma_list(choice(("auto", *PRECISIONS)), "precisions"), metavar="P[,P...]",
                    help=f"any of auto, {', '.join(PRECISIONS)} (auto: each engine's own); default: fp16 on a GPU, fp32 on the CPU")
     p.add_argument("--variant", choices=VARIANTS, help="model variant (default: brn, or the one in --weights)")

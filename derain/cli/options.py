@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from derain.engines import Engine
     from derain.stream.display import Preview
 
-ENGINES = ("auto", "tensorrt", "compile", "eager", "onnx")  # derain.engines.BACKENDS
+ENGINES = ("auto", "tensorrt", "compile", "eager", "onnx", "openvino")  # derain.engines.BACKENDS
 PRECISIONS = ("fp32", "fp16", "bf16")  # derain.engines.PRECISIONS
 EXIT_USAGE, EXIT_ERROR, EXIT_SIGINT, EXIT_SIGTERM = 2, 1, 130, 143
 
@@ -43,7 +43,8 @@ def add_weights_option(parser: argparse.ArgumentParser) -> None:
 
 def add_engine_options(parser: argparse.ArgumentParser) -> None:
     add_weights_option(parser)
-    parser.add_argument("--engine", choices=ENGINES, default="auto", help="inference backend (default: auto)")
+    parser.add_argument("--engine", choices=ENGINES, default="auto",
+                        help="inference backend (default: auto: on a GPU the best installed; on the CPU the fastest FP32 one, measured once per frame size)")
     parser.add_argument("--device", default="auto", help="cpu, cuda or cuda:N (default: CUDA when present)")
     parser.add_argument("--precision", choices=("auto", *PRECISIONS), default="auto", help="default: fp16 on a GPU, fp32 on the CPU")
     parser.add_argument("--stages", type=whole_number(1), metavar="T",
