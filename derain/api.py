@@ -137,7 +137,7 @@ def video(
     allow_lossy: bool = False,
     batch: int = 1,
     temporal: int = 1,
-    fusion: str = "mean",
+    fusion: str = "rain",
     compare: bool = False,
     start: float = 0.0,
     duration: float | None = None,
@@ -161,7 +161,9 @@ def video(
         temporal: fuse each derained frame with its `temporal`-1 neighbours aligned by optical
             flow (odd; 1: off), removing what one frame alone shows (residual streaks,
             flicker); the output lags (temporal-1)/2 frames, each frame keeps its timestamp.
-        fusion: how the aligned frames combine: "median" or "mean" (confidence-weighted).
+        fusion: how the aligned frames combine: "rain" (pixels where the model removed rain, or
+            brighter than their aligned neighbours, taken from the neighbours clean there),
+            "mean" (confidence-weighted) or "median".
         compare: write the input and the derained video side by side.
         start, duration: seconds to skip and to derain (the output starts at 0).
         codec, crf, bitrate, preset: the video encoder (default: by the output's name).

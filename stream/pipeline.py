@@ -50,7 +50,7 @@ class VideoJob:
     overwrite: bool = False
     keep_partial: bool = True
     temporal: int = 1  # frames fused per output frame (odd; 1: off)
-    fusion: str = "mean"
+    fusion: str = "rain"
 
 
 @dataclass
