@@ -368,6 +368,8 @@ def live(
     reconnect_max: int = 10,
     max_latency: float = 0.5,
     drop_policy: str = "oldest",
+    temporal: int = 1,
+    fusion: str = "rain",
     compare: bool = False,
     codec: str | None = None,
     crf: float | None = None,
@@ -394,6 +396,8 @@ def live(
         reconnect_max: tries in a row before giving up (0: end at the first drop).
         max_latency: seconds from arrival after which a frame is dropped rather than output.
         drop_policy: "oldest" (freshest picture) or "every-nth" (keep every Nth frame: even motion).
+        temporal, fusion: as for `derain.video`, but causal: each frame is fused with the
+            `temporal`-1 frames before it and leaves at once (no frames of delay).
         input_options: FFmpeg input options, e.g. {"video_size": "1280x720"} for a camera.
         stop: set it from another thread to stop the job; it then returns its report.
         on_start: called with the first opened source before frames flow; may return a context.
@@ -417,7 +421,7 @@ def live(
     job = Job(
         source=parsed, output=Path(output) if output is not None else None, restream=restream, timeout=timeout,
         reconnect_max=reconnect_max, max_latency=max_latency, drop_policy=drop_policy, compare=compare,
-        overwrite=overwrite, encode=EncodeOptions(codec, crf, bitrate, preset, tune="zerolatency"),
+        temporal=temporal, fusion=fusion, overwrite=overwrite, encode=EncodeOptions(codec, crf, bitrate, preset, tune="zerolatency"),
     )
     check_live_job(job)  # before the model loads
     runner = engine_for(weights, engine, device, precision, stages, tile, allow_lossy)
