@@ -199,6 +199,8 @@ def test_derain_video_temporal_from_the_command_line(tmp_path: Path, tiny_checkp
     assert main(["video", str(src), "-o", str(dst), "--temporal", "3", "--fusion", "mean", *engine]) == 0
     assert main(["video", str(src), "-o", str(tmp_path / "x.mkv"), "--temporal", "4", *engine]) == 2
     assert not (tmp_path / "x.mkv").exists()
+    assert main(["live", str(src), "--realtime", "-o", str(tmp_path / "y.mkv"), "--temporal", "4", *engine]) == 2
+    assert not (tmp_path / "y.mkv").exists()
 
 
 def test_eval_video_takes_a_video_beside_a_folder(tmp_path: Path, tiny_checkpoint: Path) -> None:
