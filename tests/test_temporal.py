@@ -60,6 +60,13 @@ def test_flicker_is_the_brightness_step_in_luma_codes() -> None:
     assert flicker(brighter, base, still()) == pytest.approx(10 * 219 / 255, rel=1e-4)
 
 
+def test_a_pair_across_a_scene_cut_has_no_temporal_figures() -> None:
+    frames = [texture(1), texture(1), texture(2)]
+    scores = score_sequences(frames, frames, frames)
+    assert scores[1].output_warp_error == 0.0 and scores[1].input_flicker == 0.0
+    assert scores[2].output_warp_error is None and scores[2].output_flicker is None and scores[2].output_psnr is not None
+
+
 def rainy_still_scene(frames: int = 7) -> tuple[np.ndarray, list[np.ndarray]]:
     clean = texture().astype(np.float32) / 255
     field = RainVideo(H, W, FAINT, speed=24.0, seed=3)
