@@ -140,7 +140,7 @@ def video(
     allow_lossy: bool = False,
     batch: int = 1,
     temporal: int = 1,
-    fusion: str = "mean",
+    fusion: str = "rain",
     compare: bool = False,
     start: float = 0.0,
     duration: float | None = None,
@@ -164,7 +164,9 @@ def video(
         temporal: fuse each derained frame with its `temporal`-1 neighbours aligned by optical
             flow (odd; 1: off), removing what one frame alone shows (residual streaks,
             flicker); the output lags (temporal-1)/2 frames, each frame keeps its timestamp.
-        fusion: how the aligned frames combine: "median" or "mean" (confidence-weighted).
+        fusion: how the aligned frames combine: "rain" (pixels where the model removed rain, or
+            brighter than their aligned neighbours, taken from the neighbours clean there),
+            "mean" (confidence-weighted) or "median".
         compare: write the input and the derained video side by side.
         start, duration: seconds to skip and to derain (the output starts at 0).
         codec, crf, bitrate, preset: the video encoder (default: by the output's name).
@@ -369,6 +371,8 @@ def live(
     reconnect_max: int = 10,
     max_latency: float = 0.5,
     drop_policy: str = "oldest",
+    temporal: int = 1,
+    fusion: str = "rain",
     compare: bool = False,
     codec: str | None = None,
     crf: float | None = None,
@@ -395,6 +399,8 @@ def live(
         reconnect_max: tries in a row before giving up (0: end at the first drop).
         max_latency: seconds from arrival after which a frame is dropped rather than output.
         drop_policy: "oldest" (freshest picture) or "every-nth" (keep every Nth frame: even motion).
+        temporal, fusion: as for `derain.video`, but causal: each frame is fused with the
+            `temporal`-1 frames before it and leaves at once (no frames of delay).
         input_options: FFmpeg input options, e.g. {"video_size": "1280x720"} for a camera.
         stop: set it from another thread to stop the job; it then returns its report.
         on_start: called with the first opened source before frames flow; may return a context.
@@ -418,7 +424,7 @@ def live(
     job = Job(
         source=parsed, output=Path(output) if output is not None else None, restream=restream, timeout=timeout,
         reconnect_max=reconnect_max, max_latency=max_latency, drop_policy=drop_policy, compare=compare,
-        overwrite=overwrite, encode=EncodeOptions(codec, crf, bitrate, preset, tune="zerolatency"),
+        temporal=temporal, fusion=fusion, overwrite=overwrite, encode=EncodeOptions(codec, crf, bitrate, preset, tune="zerolatency"),
     )
     check_live_job(job)  # before the model loads
     runner = engine_for(weights, engine, device, precision, stages, tile, allow_lossy)

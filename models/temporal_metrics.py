@@ -5,7 +5,10 @@
   check, and the squared RGB difference (images in [0, 1], summed over the channels) averaged
   over the pixels left, then over the frame pairs. The flow comes from the ground truth when
   there is one, otherwise from the derained output; the rainy input is scored along the same
-  flow, so the two columns compare like with like.
+  flow, so the two columns compare like with like. A pair across a scene cut (the check trusts
+  under half the pixels) has no temporal figures: what two unrelated pictures differ by on the
+  few pixels the check happens to pass says nothing of steadiness, and on a short clip that one
+  pair would outweigh all the others.
 - Flicker, a no-reference figure: the same alignment, but on low-frequency luma (Y of BT.601
   studio swing in 8-bit codes, Gaussian-blurred over a few pixels) and the mean absolute
   difference. Rain streaks and noise mostly blur away; what is left is brightness that pumps
@@ -23,14 +26,15 @@ import torch
 
 from derain.models.flow import Motion, motion
 from derain.models.metrics import psnr_y, rgb_to_y, ssim_y, to_uint8_truncated
-from derain.models.temporal import fuse_sequence
+from derain.models.temporal import CUT_FRACTION, fuse_sequence, removed_light
 
 FLICKER_SIGMA = 3.0  # pixels: wider than a streak, narrower than the scene's brightness changes
 BORDER = round(2 * FLICKER_SIGMA)
 PROTOCOL = (
     "psnr/ssim: Y of BT.601 studio-swing YCbCr, output truncated to uint8, SSIM 11x11 gaussian sigma 1.5 valid "
     "(Shang et al. 2020); warp_error: Lai et al. 2018, DIS flow t->t-1, forward-backward occlusion mask, squared "
-    "RGB difference in [0, 1] summed over channels, mean over unmasked pixels and frame pairs; flicker: mean absolute "
+    "RGB difference in [0, 1] summed over channels, mean over unmasked pixels and frame pairs, pairs with under "
+    f"{CUT_FRACTION:.0%} of pixels unmasked (scene cuts) left out; flicker: mean absolute "
     f"difference of Gaussian-blurred (sigma {FLICKER_SIGMA} px) Y in 8-bit codes along the same flow"
 )
 
@@ -64,7 +68,7 @@ def flicker(current: np.ndarray, previous: np.ndarray, step: Motion) -> float:
 @dataclass
 class FrameScore:
     """One frame's figures for the rainy input and the output; None where they do not apply
-    (PSNR/SSIM without ground truth, temporal figures for the first frame)."""
+    (PSNR/SSIM without ground truth, temporal figures for the first frame and after a cut)."""
 
     index: int
     input_psnr: float | None = None
@@ -85,7 +89,7 @@ class VideoScore:
     """A video's figures: per frame, and their means for the input and the output."""
 
     temporal: int = 1
-    rule: str = "median"
+    rule: str = "rain"
     flow_from: str = "output"
     frames: list[FrameScore] = field(default_factory=list)
 
@@ -125,8 +129,8 @@ def score_sequences(
         if clean is not None:
             score.input_psnr, score.input_ssim = psnr_y(rainy[t], clean[t]), ssim_y(rainy[t], clean[t])
             score.output_psnr, score.output_ssim = psnr_y(output[t], clean[t]), ssim_y(output[t], clean[t])
-        if t > 0:
-            step = motion(reference[t], reference[t - 1])
+        step = motion(reference[t], reference[t - 1]) if t > 0 else None
+        if step is not None and step.valid.mean() >= CUT_FRACTION:
             score.input_warp_error = warp_error(rainy[t], rainy[t - 1], step)
             score.output_warp_error = warp_error(output[t], output[t - 1], step)
             score.input_flicker = flicker(rainy[t], rainy[t - 1], step)
@@ -154,7 +158,7 @@ def evaluate_video(
     rainy: Sequence[np.ndarray],
     clean: Sequence[np.ndarray] | None = None,
     temporal: int = 1,
-    rule: str = "median",
+    rule: str = "rain",
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
     on_frame: Callable[[FrameScore], None] | None = None,
@@ -164,7 +168,8 @@ def evaluate_video(
     uint8 before scoring, as the paper's protocol has it."""
     derained = derain_sequence(run, rainy, device, dtype)
     if temporal > 1:
-        derained = fuse_sequence(derained, temporal, rule)
+        removed = [removed_light(frame.astype(np.float32) / 255.0, out) for frame, out in zip(rainy, derained)]
+        derained = fuse_sequence(derained, temporal, rule, removed)
     output = [to_uint8_truncated(frame) for frame in derained]
     scores = score_sequences(rainy, output, clean, on_frame)
     return VideoScore(temporal, rule, "clean" if clean is not None else "output", scores)

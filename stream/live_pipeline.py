@@ -3,7 +3,8 @@
     reader thread  (owns the input container: opens, reads, reconnects, closes it)
       -> FrameBuffer (newest frames; the oldest go when it is full)
       -> inference   (the calling thread, so Ctrl-C reaches it: InferenceStage, batch 1)
-      -> output thread (writes the sinks: recording, re-stream, preview)
+      -> output thread (with --temporal K: fuses each frame with the K-1 before it, causally,
+                        adding no frames of delay; writes the sinks: recording, re-stream, preview)
 
 Which frames are derained and when they are dropped is schedule.py's policy; the threads,
 the stop and the finalising are runtime.py's. Every frame in is at any moment out, dropped,
@@ -28,6 +29,7 @@ import numpy as np
 
 from derain.engines import Engine
 from derain.models.errors import InputError
+from derain.models.temporal import check_temporal
 from derain.stream.decode import Source, frames
 from derain.stream.encode import EncodeOptions, Sink
 from derain.stream.pipeline import InferenceStage, Result
@@ -35,6 +37,7 @@ from derain.stream.runtime import MIDFILE_ERRORS, Outcome, Runtime, SharedSink, 
 from derain.stream.schedule import TIME_BASE, FrameBuffer, LiveFrame, Pace, Thinning, Timeline
 from derain.stream.sources import Backoff, LiveSource, SourceUnavailable, describe, open_live
 from derain.stream.stats import Stats, periodic
+from derain.stream.temporal import TemporalFilter
 
 LATENCY_BINS = 10_000  # 1 ms bins; the last holds everything slower
 STABLE_SECONDS = 10.0  # up this long after a reconnect, a source has its `reconnect_max` tries back
@@ -62,6 +65,8 @@ class LiveJob:
     encode: EncodeOptions = EncodeOptions(tune="zerolatency")
     overwrite: bool = False
     backoff_first: float = 0.5
+    temporal: int = 1  # frames fused per output frame: this one and the K-1 before it (odd; 1: off)
+    fusion: str = "rain"
 
 
 class LiveStats(Stats):
@@ -204,6 +209,7 @@ def _same_picture(first: Source, again: Source) -> bool:
 
 def check_live_job(job: LiveJob) -> None:
     """Every refusal that needs neither the model nor the source: options, paths, the re-stream URL."""
+    check_temporal(job.temporal, job.fusion)
     if job.drop_policy not in DROP_POLICIES:
         raise LiveError(f"drop_policy={job.drop_policy!r}: choose one of {', '.join(DROP_POLICIES)}")
     if job.timeout <= 0 or job.max_latency <= 0 or job.reconnect_max < 0:
@@ -361,7 +367,10 @@ class _Live:
         out_color = sink.color if sink is not None else source.color
         # One batch in flight: a live frame must leave as soon as it is derained, not when the
         # next one arrives to push it out of the second slot.
-        self.stage = InferenceStage(engine, source, out_color, 1, job.compare, preview is not None, stats, depth=1)
+        self.stage = InferenceStage(engine, source, out_color, 1, job.compare, preview is not None, stats, depth=1,
+                                    removed=job.temporal > 1)
+        self.fusion = (TemporalFilter(job.temporal, out_color, job.fusion, source.width if job.compare else 0, causal=True)
+                       if job.temporal > 1 else None)
         self.warnings: list[str] = []
         self._warnings_lock = threading.Lock()
         self.end_reason: str | None = None  # set by the reader when the source is gone for good
@@ -507,6 +516,10 @@ class _Live:
 
     def _write(self, result: Result) -> None:
         for i, (pts, planes) in enumerate(zip(result.pts, result.planes)):
+            if self.fusion is not None:
+                with self.stats.time("temporal"):
+                    # Causal: the frame itself comes back at once, fused with those before it.
+                    [(pts, planes)] = self.fusion.push(pts, planes, result.removed[i] if result.removed is not None else None)
             if self.recording is not None:
                 with self.stats.time("encode"):
                     self.recording.write(planes, pts)

@@ -26,7 +26,7 @@ import torch
 
 from derain.engines import Engine
 from derain.models.errors import OutputError
-from derain.models.temporal import check_temporal
+from derain.models.temporal import LUMA, check_temporal
 from derain.stream.color import from_rgb, host_codes, to_rgb
 from derain.stream.decode import Frame, Source, frames, open_source
 from derain.stream.encode import EncodeOptions, Sink
@@ -50,7 +50,7 @@ class VideoJob:
     overwrite: bool = False
     keep_partial: bool = True
     temporal: int = 1  # frames fused per output frame (odd; 1: off)
-    fusion: str = "mean"
+    fusion: str = "rain"
 
 
 @dataclass
@@ -60,6 +60,7 @@ class Result:
     pts: list[int]
     planes: list[list[np.ndarray]]
     preview: np.ndarray | None  # (B, H, W, 3) uint8 BGR when a display wants it
+    removed: list[np.ndarray] | None = None  # per frame (H, W) float32 luma codes the model took away
 
 
 @contextlib.contextmanager
@@ -108,6 +109,7 @@ class _Slot:
         self.pts: list[int] = []
         self.out: list[torch.Tensor] = []
         self.preview: torch.Tensor | None = None
+        self.removed: torch.Tensor | None = None
         self.marks: list[tuple[str, torch.cuda.Event, torch.cuda.Event]] = []
         # Blocking: the host waits on it asleep rather than spinning a core the encoder needs.
         self.done = streams.event(blocking=True) if streams else None
@@ -117,13 +119,15 @@ class InferenceStage:
     """Runs batches through conversion and the engine, keeping up to `depth` of them in flight.
 
     `streams` defaults to the engine's CUDA device's; None elsewhere, where a batch is done
-    when `submit` returns.
+    when `submit` returns. With `removed`, each result also carries the luma the model took
+    away from each frame (the rain fusion's evidence), computed on the engine's device.
     """
 
     def __init__(self, engine: Engine, source: Source, out_color: ColorSpec, batch: int, compare: bool,
-                 preview: bool, stats: Stats, depth: int = 2, streams: CudaStreams | None = None) -> None:
+                 preview: bool, stats: Stats, depth: int = 2, streams: CudaStreams | None = None,
+                 removed: bool = False) -> None:
         self.engine, self.source, self.out_color = engine, source, out_color
-        self.compare, self.preview, self.stats = compare, preview, stats
+        self.compare, self.preview, self.stats, self.removed = compare, preview, stats, removed
         device = engine.device
         self.streams = streams or (CudaStreams(device) if device.type == "cuda" else None)
         self.copy_stream = self.streams.stream() if self.streams else None
@@ -223,6 +227,9 @@ class InferenceStage:
 
         def rgb_out() -> None:
             out = state["out"]
+            if self.removed:
+                taken = state["rgb"].float().clamp(0, 1) - out.float().clamp(0, 1)
+                state["removed"] = torch.einsum("bchw,c->bhw", taken, torch.from_numpy(LUMA).to(taken.device)) * 255.0
             if self.compare:
                 out = torch.cat((state["rgb"].clamp(0, 1).to(out.dtype), out), dim=-1)
             state["planes"] = from_rgb(out, self.out_color)
@@ -239,12 +246,14 @@ class InferenceStage:
             def download() -> None:
                 slot.out = [p.to("cpu", non_blocking=True) for p in state["planes"]]
                 slot.preview = state["preview"].to("cpu", non_blocking=True) if self.preview else None
+                slot.removed = state["removed"].to("cpu", non_blocking=True) if self.removed else None
 
             self._mark(slot, "download", stream, download)
             slot.done.record(stream)
         else:
             slot.out = state["planes"]
             slot.preview = state.get("preview")
+            slot.removed = state.get("removed")
 
     def _collect(self, slot: _Slot) -> Result:
         if slot.done is not None:
@@ -255,7 +264,8 @@ class InferenceStage:
         arrays = [host_codes(plane) for plane in slot.out]
         per_frame = [[a[i] for a in arrays] for i in range(len(slot.pts))]
         preview = slot.preview.numpy() if slot.preview is not None else None
-        return Result(list(slot.pts), per_frame, preview)
+        removed = list(slot.removed.numpy()) if slot.removed is not None else None
+        return Result(list(slot.pts), per_frame, preview, removed)
 
     def drain(self) -> list[Result]:
         finished = [self._collect(slot) for slot in self.in_flight]
@@ -314,7 +324,8 @@ def run_video(
     decoded: queue.Queue = queue.Queue(maxsize=max(4, 2 * job.batch))
     results: queue.Queue = queue.Queue(maxsize=3)
     try:
-        stage = InferenceStage(engine, source, sink.color, job.batch, job.compare, preview is not None, stats)
+        stage = InferenceStage(engine, source, sink.color, job.batch, job.compare, preview is not None, stats,
+                               removed=job.temporal > 1)
     except BaseException:
         # Nothing was written yet: close both containers and leave no empty output behind.
         sink.close(remux_rest=False)
@@ -356,14 +367,14 @@ def run_video(
             item = get(results, stop)
             if not isinstance(item, Result):
                 break
-            for pts, planes in zip(item.pts, item.planes):
+            for i, (pts, planes) in enumerate(zip(item.pts, item.planes)):
                 if stop.is_set():
                     return
                 if fusion is None:
                     write(pts, planes)
                     continue
                 with stats.time("temporal"):
-                    ready = fusion.push(pts, planes)
+                    ready = fusion.push(pts, planes, item.removed[i] if item.removed is not None else None)
                 for done in ready:
                     write(*done)
             if preview is not None and item.preview is not None:

@@ -1,9 +1,12 @@
-"""Temporal fusion in a file job: derained frames held back (K-1)/2 frames, each written once,
-fused with its neighbours (models/temporal.py), with its own timestamp.
+"""Temporal fusion in a file or live job: derained frames fused with their neighbours
+(models/temporal.py), each written once, with its own timestamp.
 
-It sits between the inference stage's results and the encoder, on the encode thread: the
-frames arrive as the output's code planes and go back as code planes, converted to RGB and
-back with the output's own matrix and range (a pixel the fusion leaves alone keeps its codes).
+A file job's window is centred: a frame waits (K-1)/2 frames for the neighbours after it. A
+live job's is causal: a frame is fused with the K-1 frames before it and leaves at once, so
+the stage adds its compute and no frames of delay. It sits between the inference stage's
+results and the sinks, on the thread that writes them: the frames arrive as the output's code
+planes and go back as code planes, converted to RGB and back with the output's own matrix and
+range (a pixel the fusion leaves alone keeps its codes).
 """
 
 from __future__ import annotations
@@ -11,19 +14,22 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from derain.models.temporal import check_temporal, fuse_window
+from derain.models.temporal import check_temporal, fuse_window, window
 from derain.stream.color import from_rgb, host_codes, to_rgb
 from derain.stream.pixels import ColorSpec
 
 
 class TemporalFilter:
-    """Fuses each frame with up to (k-1)/2 frames either side; `offset` columns on the left
-    (the input half of a --compare picture) are left alone."""
+    """Fuses each frame with up to k-1 neighbours: (k-1)/2 either side, or with `causal` the
+    k-1 before it; `offset` columns on the left (the input half of a --compare picture) are
+    left alone."""
 
-    def __init__(self, k: int, color: ColorSpec, rule: str = "mean", offset: int = 0) -> None:
+    def __init__(self, k: int, color: ColorSpec, rule: str = "rain", offset: int = 0, causal: bool = False) -> None:
         check_temporal(k, rule)
-        self.half, self.color, self.rule, self.offset = k // 2, color, rule, offset
-        self.frames: list[tuple[int, np.ndarray]] = []  # (pts, float32 RGB) still needed
+        self.k, self.causal, self.color, self.rule, self.offset = k, causal, color, rule, offset
+        self.after = 0 if causal else k // 2  # frames a frame waits for
+        # (pts, float32 RGB, luma the model removed or None) still needed
+        self.frames: list[tuple[int, np.ndarray, np.ndarray | None]] = []
         self.first = 0  # index in the sequence of self.frames[0]
         self.next = 0  # index of the next frame to write
 
@@ -36,22 +42,24 @@ class TemporalFilter:
 
     def _emit(self) -> tuple[int, list[np.ndarray]]:
         """Fuse and hand on frame `self.next`; forget the frames no later one needs."""
-        index = self.next - self.first
-        window = self.frames[max(0, index - self.half) : index + self.half + 1]
-        centre = min(index, self.half)
-        pts, own = self.frames[index]
+        start, centre = window(self.next, self.k, self.causal)
+        held = self.frames[start - self.first : self.next - self.first + self.after + 1]
+        pts, own, _ = held[centre]
+        removed = [r for _, _, r in held if r is not None]
         fused = own.copy()
-        fused[:, self.offset :] = fuse_window([rgb[:, self.offset :] for _, rgb in window], centre, self.rule)
+        fused[:, self.offset :] = fuse_window([rgb[:, self.offset :] for _, rgb, _ in held], centre, self.rule,
+                                              removed if len(removed) == len(held) else None)
         self.next += 1
-        drop = max(0, self.next - self.half - self.first)
+        drop = max(0, window(self.next, self.k, self.causal)[0] - self.first)
         self.frames, self.first = self.frames[drop:], self.first + drop
         return pts, self._planes(fused)
 
-    def push(self, pts: int, planes: list[np.ndarray]) -> list[tuple[int, list[np.ndarray]]]:
-        """Take one derained frame; the frames now ready to write, as (pts, planes), in order."""
-        self.frames.append((pts, self._rgb(planes)))
+    def push(self, pts: int, planes: list[np.ndarray], removed: np.ndarray | None = None) -> list[tuple[int, list[np.ndarray]]]:
+        """Take one derained frame (and the luma the model removed from it, for the rain rule);
+        the frames now ready to write, as (pts, planes), in order: with `causal`, this one."""
+        self.frames.append((pts, self._rgb(planes), removed))
         ready = []
-        while self.next + self.half < self.first + len(self.frames):
+        while self.next + self.after < self.first + len(self.frames):
             ready.append(self._emit())
         return ready
 

@@ -291,6 +291,32 @@ def test_realtime_file_plays_at_its_rate_and_ends(tmp_path: Path) -> None:
     assert live_threads() == []
 
 
+class Recorded(IdentityEngine):
+    """An engine slower than the fusion by far, noting when each frame's output is ready."""
+
+    def __init__(self, events: list[str]) -> None:
+        super().__init__()
+        self.events = events
+
+    def run(self, batch):
+        time.sleep(0.2)
+        out = super().run(batch)
+        self.events.append("ready")
+        return out
+
+
+def test_live_temporal_fusion_is_causal_and_adds_no_frames_of_delay(tmp_path: Path) -> None:
+    clip = make_video(tmp_path / "clip.mp4", frames=6, rate=25)
+    events: list[str] = []
+    summary = run_live(job(str(clip), realtime=True, output=tmp_path / "rec.mkv", temporal=3, max_latency=5.0),
+                       Recorded(events), preview=lambda image: events.append("out"))
+    assert summary.error is None and summary.stats["frames_out"] == 6 and summary.stats["dropped"] == 0
+    assert len(recorded_pts(tmp_path / "rec.mkv")) == 6
+    # The first "ready" is the warm-up call. Frame t leaves once its own output is ready, before
+    # frame t+1's is (0.2 s later): a window waiting for a later frame would put it after.
+    assert events == ["ready"] + ["ready", "out"] * 6
+
+
 def test_a_played_file_that_breaks_keeps_every_frame_read_before_it(tmp_path: Path) -> None:
     clip = make_resizing_mjpeg(tmp_path / "clip.avi", frames=20, change_at=13)
     summary = run_live(job(str(clip), realtime=True, output=tmp_path / "rec.mkv"), IdentityEngine())

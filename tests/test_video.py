@@ -412,9 +412,9 @@ def test_a_stop_writes_the_frames_the_temporal_fusion_held_back(tmp_path: Path, 
     pushed: list[int] = []
     push = TemporalFilter.push
 
-    def recording_push(self: TemporalFilter, pts: int, planes: list) -> list:
+    def recording_push(self: TemporalFilter, pts: int, planes: list, removed: np.ndarray | None = None) -> list:
         pushed.append(pts)
-        return push(self, pts, planes)
+        return push(self, pts, planes, removed)
 
     monkeypatch.setattr(TemporalFilter, "push", recording_push)
     src = make_video(tmp_path / "in.mp4", frames=30)

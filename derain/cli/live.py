@@ -6,7 +6,8 @@ Sinks, any combination: -o FILE (a recording, finalised on exit), --restream URL
 publish, or MPEG-TS over udp:// or tcp://), --display (a window, where a display exists).
 
 Runs until the source ends for good (a file's end, or --reconnect-max failed tries) or
-SIGINT/SIGTERM. Exit status: 0 at the end of the source or on SIGINT/SIGTERM (the recording
+SIGINT/SIGTERM. With --temporal K each derained frame is fused with the K-1 frames before
+it (a causal window: no frames of delay, only the fusion's compute). Exit status: 0 at the end of the source or on SIGINT/SIGTERM (the recording
 finalised; a second Ctrl-C forces an immediate exit); 1 when the source did not come back;
 2 when the source or a sink cannot be opened at all.
 """
@@ -23,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from derain.cli.eval_video import add_temporal_options
 from derain.cli.options import EXIT_ERROR, EXIT_SIGINT, add_encode_options, add_engine_options
 
 if TYPE_CHECKING:
@@ -49,6 +51,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--drop-policy", choices=DROP_POLICIES, default="oldest",
                    help="when inference falls behind: drop the oldest waiting frames (freshest picture), or keep every Nth frame (even motion)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="FFmpeg input option, e.g. video_size=1280x720 for a camera (repeatable)")
+    add_temporal_options(p)
     add_encode_options(p)
     p.add_argument("--json", type=Path, metavar="FILE", help="append a JSON stats line every second, and the summary at the end")
     p.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
@@ -190,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
                 summary = derain.live(
                     args.source, output=args.output, restream=args.restream, realtime=args.realtime, timeout=args.timeout,
                     reconnect_max=args.reconnect_max, max_latency=args.max_latency / 1000, drop_policy=args.drop_policy,
-                    compare=args.compare, codec=args.codec, crf=args.crf, bitrate=args.bitrate,
+                    compare=args.compare, temporal=args.temporal, fusion=args.fusion, codec=args.codec, crf=args.crf, bitrate=args.bitrate,
                     preset=args.preset or default_preset(args), input_options=options, overwrite=args.overwrite,
                     on_start=on_start, stats=stats, preview=preview, **engine_options(args),
                 )
