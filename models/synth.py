@@ -28,6 +28,7 @@ like a streak, which the network must learn to keep rather than erase as rain.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -45,6 +46,8 @@ class RainStyle:
     intensity: peak brightness a streak adds, in [0, 1].
     haze: strength of the veil, the fraction of the background replaced by the atmospheric light.
     accumulation: strength of the blurred, misty copy of the streaks that heavy rain builds up.
+    blur: Gaussian sigma in pixels of the whole layer: drops nearer or farther than the focus
+    plane, wide, soft-ended and faint.
     blend: "add" (light adds, clipped at white) or "screen" (adds in proportion to how dark the
     background is).
     """
@@ -56,6 +59,7 @@ class RainStyle:
     intensity: float = 0.7
     haze: float = 0.0
     accumulation: float = 0.0
+    blur: float = 0.0
     blend: str = "add"
 
     def __post_init__(self) -> None:
@@ -63,8 +67,8 @@ class RainStyle:
             raise ValueError(f"rain style blend must be one of {BLENDS}, got {self.blend!r}")
         if self.density < 0 or self.length < 1 or self.width <= 0:
             raise ValueError(f"rain style needs density >= 0, length >= 1 and width > 0, got {self}")
-        if not (0.0 <= self.intensity <= 1.0 and 0.0 <= self.haze < 1.0 and self.accumulation >= 0.0):
-            raise ValueError(f"rain style needs intensity in [0, 1], haze in [0, 1), accumulation >= 0, got {self}")
+        if not (0.0 <= self.intensity <= 1.0 and 0.0 <= self.haze < 1.0 and self.accumulation >= 0.0 and self.blur >= 0.0):
+            raise ValueError(f"rain style needs intensity in [0, 1], haze in [0, 1), accumulation and blur >= 0, got {self}")
 
 
 def direction(angle: float) -> tuple[float, float]:
@@ -109,9 +113,13 @@ def render_streaks(height: int, width: int, style: RainStyle, rng: np.random.Gen
     from outside instead of stopping short of the borders.
     """
     kernel = streak_kernel(style.length, style.angle, style.width)
-    margin = kernel.shape[0] // 2
+    margin = kernel.shape[0] // 2 + math.ceil(3 * style.blur)
     seeds = _seeds((height + 2 * margin, width + 2 * margin), style.density, rng)
-    layer = _filter(seeds, kernel)[margin : margin + height, margin : margin + width]
+    layer = _filter(seeds, kernel)
+    if style.blur > 0:
+        # Defocus spreads a drop's light without adding to it: the peak falls as the streak widens.
+        layer = cv2.GaussianBlur(layer, (0, 0), style.blur)
+    layer = layer[margin : margin + height, margin : margin + width]
     return np.minimum(layer, 1.0) * np.float32(style.intensity)
 
 
@@ -184,7 +192,10 @@ class RainSampler:
     10-40 % of the image, intensity 0.1-0.4), the rest sparse and bright (2-12 %, 0.2-0.95).
     Heavy: two or three layers of wider
     streaks covering 5-20 % each at a shared wind angle, with haze and accumulation. Either
-    kind is composited with the Screen blend for a `screen_fraction` of the draws.
+    kind is composited with the Screen blend for a `screen_fraction` of the draws, and for a
+    `defocus_fraction` of them gets one more layer of out-of-focus drops near the lens: wide
+    (3-8 px), blurred, sparse and faint, as real footage shows them and thin test-set streaks
+    do not.
 
     Density is drawn as coverage (area the streaks paint, about density x length x width) so a
     long streak does not turn light rain into a downpour.
@@ -197,6 +208,7 @@ class RainSampler:
     # rain adds 4-16 codes of luma to about 12 % of the pixels, where sparse bright streaks at
     # the same overall strength touch 3 %. 0.7 matches that share (benchmarks/RESULTS.md, run 10).
     faint_fraction: float = 0.7
+    defocus_fraction: float = 0.3
 
     def _blend(self, rng: np.random.Generator) -> str:
         return "screen" if rng.random() < self.screen_fraction else "add"
@@ -225,6 +237,24 @@ class RainSampler:
                     blend=blend,
                 )
             )
+        return self._with_defocus(styles, rng)
+
+    def defocused(self, angle: float, blend: str, rng: np.random.Generator) -> RainStyle:
+        """Out-of-focus drops near the lens, at about the angle of the rain behind them."""
+        length, width = float(rng.uniform(20, 80)), float(rng.uniform(3.0, 8.0))
+        return RainStyle(
+            density=_log_uniform(rng, 0.01, 0.06) / (length * width),
+            length=length,
+            angle=angle + float(rng.normal(0.0, 3.0)),
+            width=width,
+            intensity=float(rng.uniform(0.1, 0.35)),
+            blur=float(rng.uniform(1.0, 4.0)),
+            blend=blend,
+        )
+
+    def _with_defocus(self, styles: list[RainStyle], rng: np.random.Generator) -> list[RainStyle]:
+        if rng.random() < self.defocus_fraction:
+            styles.append(self.defocused(styles[0].angle, styles[0].blend, rng))
         return styles
 
     def heavy(self, rng: np.random.Generator) -> list[RainStyle]:
@@ -248,7 +278,7 @@ class RainSampler:
                     blend=blend,
                 )
             )
-        return styles
+        return self._with_defocus(styles, rng)
 
     def __call__(self, rng: np.random.Generator) -> list[RainStyle]:
         return self.heavy(rng) if rng.random() < self.heavy_fraction else self.light(rng)
@@ -288,6 +318,91 @@ def dead_leaves(height: int, width: int, rng: np.random.Generator, discs: int = 
             cv2.circle(image, (round(cx * 16), round(cy * 16)), round(radius * 16), colour.tolist(), -1, cv2.LINE_8, 4)
     sigma = float(rng.uniform(0, 1.5))
     return cv2.GaussianBlur(image, (0, 0), sigma) if sigma > 0.3 else image
+
+
+STRUCTURES = ("grille", "mesh", "text", "blades")
+_FONTS = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_PLAIN, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_COMPLEX, cv2.FONT_HERSHEY_TRIPLEX)
+_GLYPHS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-./"
+
+
+def _colour(rng: np.random.Generator) -> list[float]:
+    """Dark or bright, grey or coloured: bars, wires, letters and blades come in every shade."""
+    base = float(rng.choice((rng.uniform(0.0, 0.3), rng.uniform(0.7, 1.0), rng.uniform(0.0, 1.0))))
+    return np.clip(base + rng.normal(0.0, 0.12, 3), 0.0, 1.0).tolist()
+
+
+def _paint(image: np.ndarray, colour: list[float], draw: Callable[[np.ndarray], None]) -> None:
+    """Composite, in place, what `draw` draws (in white, antialiased) on an 8-bit coverage mask,
+    in `colour`: OpenCV antialiases lines and text on 8-bit images only."""
+    mask = np.zeros(image.shape[:2], np.uint8)
+    draw(mask)
+    alpha = mask.astype(np.float32)[..., None] / 255
+    image *= 1 - alpha
+    image += alpha * np.asarray(colour, np.float32)
+
+
+def _bars(mask: np.ndarray, angle: float, spacing: float, thickness: int, rng: np.random.Generator) -> None:
+    """Parallel lines `spacing` px apart across the whole mask, at `angle` degrees from vertical."""
+    h, w = mask.shape[:2]
+    dx, dy = direction(angle)
+    reach = math.hypot(h, w)
+    for offset in np.arange(-reach / 2 + rng.uniform(0, spacing), reach / 2, spacing):
+        cx, cy = w / 2 + offset * dy, h / 2 - offset * dx  # stepped across the bars
+        ends = [(round((cx + s * dx * reach) * 16), round((cy + s * dy * reach) * 16)) for s in (-1, 1)]
+        cv2.line(mask, ends[0], ends[1], 255, thickness, cv2.LINE_AA, 4)
+
+
+def _text(mask: np.ndarray, rng: np.random.Generator) -> None:
+    h, w = mask.shape[:2]
+    text = "".join(rng.choice(list(_GLYPHS), int(rng.integers(3, 16))))
+    origin = (int(rng.integers(-w // 4, w)), int(rng.integers(0, h + 8)))
+    font, scale = _FONTS[int(rng.integers(len(_FONTS)))], float(rng.uniform(0.25, 1.2))
+    cv2.putText(mask, text, origin, font, scale, 255, int(rng.integers(1, 3)), cv2.LINE_AA)
+
+
+def _blades(mask: np.ndarray, count: int, rng: np.random.Generator) -> None:
+    h, w = mask.shape[:2]
+    for _ in range(count):
+        x, y = rng.uniform(0, w), rng.uniform(0, h * 1.2)
+        tilt, length = math.radians(float(rng.normal(0.0, 15.0))), float(rng.uniform(5.0, 30.0))
+        ends = (round(x * 16), round(y * 16)), (round((x + length * math.sin(tilt)) * 16), round((y - length * math.cos(tilt)) * 16))
+        cv2.line(mask, *ends, 255, 1, cv2.LINE_AA, 4)
+
+
+def fine_structure(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """`image` (H, W, 3 float32 in [0, 1]) with thin clean structure drawn over part of it.
+
+    One of: a grille (parallel bars 1-3 px wide, mostly near vertical: railings, gates, blinds),
+    a mesh (two crossing sets: fences, nets), text (OpenCV's Hershey fonts, any size down to
+    a few pixels) or grass blades (short near-vertical strokes). The first and last look most
+    like rain streaks, which is why they are here: they are scene, to be kept. The structure
+    covers a random rectangle of 40-100 % of each side, so its edges are seen too.
+    """
+    h, w = image.shape[:2]
+    drawn = image.astype(np.float32, copy=True)
+    kind = STRUCTURES[int(rng.integers(len(STRUCTURES)))]
+    upright = lambda: float(rng.normal(0.0, 8.0)) if rng.random() < 0.6 else float(rng.uniform(-90.0, 90.0))
+    if kind in ("grille", "mesh"):
+        angle, spacing, thickness = upright(), float(rng.uniform(3.0, 16.0)), int(rng.integers(1, 4))
+        _paint(drawn, _colour(rng), lambda m: _bars(m, angle, spacing, thickness, rng))
+        if kind == "mesh":
+            cross, gap = angle + float(rng.uniform(50.0, 130.0)), spacing * float(rng.uniform(0.7, 1.5))
+            _paint(drawn, _colour(rng), lambda m: _bars(m, cross, gap, thickness, rng))
+    elif kind == "text":
+        for _ in range(int(rng.integers(2, 8))):
+            _paint(drawn, _colour(rng), lambda m: _text(m, rng))
+    else:
+        green = rng.random() < 0.7
+        for _ in range(int(rng.integers(3, 7))):  # a few shades, each a clump of blades
+            shade = float(rng.uniform(0.1, 0.9))
+            colour = [shade * 0.6, shade, shade * 0.35] if green else _colour(rng)
+            count = int(rng.integers(10, 60))
+            _paint(drawn, colour, lambda m, n=count: _blades(m, n, rng))
+    top, left = int(rng.integers(0, h - int(0.4 * h) + 1)), int(rng.integers(0, w - int(0.4 * w) + 1))
+    bottom, right = int(rng.integers(top + int(0.4 * h), h + 1)), int(rng.integers(left + int(0.4 * w), w + 1))
+    out = image.astype(np.float32, copy=True)
+    out[top:bottom, left:right] = drawn[top:bottom, left:right]
+    return np.clip(out, 0.0, 1.0)
 
 
 class RainVideo:

@@ -7,9 +7,14 @@ the true rain layer (rainy - clean). `l1=W` adds W x the mean absolute error of 
 image (off by default): SSIM barely sees a uniform colour or brightness offset, which a small
 training set otherwise leaves in the output. `procedural=F` draws a share F of synthetic-rain
 patches from generated dead-leaves images (discs and thin sticks), for colours a few photos
-do not cover and for streak-like structure that is not rain. Photo
-patches are turned, channel-shuffled and, half the time, re-exposed (gain and gamma) before the
-rain goes on; the rain is added or Screen-blended (`models/synth.py`). `amp='on'`
+do not cover and for streak-like structure that is not rain. `structures=F` draws thin clean
+structure (grilles, fences, text, grass blades: `synth.fine_structure`) over a share F of
+patches, and `identity=F` leaves a share F of patches without rain, their target the input
+itself: together they teach the network that thin lines and fine texture are scene, and that a
+frame with no rain is to be left as it is. Photo
+patches are turned, channel-shuffled and, half the time, re-exposed (gain and gamma; one time in
+eight dark, as at night) before the rain goes on; the rain is added or Screen-blended
+(`models/synth.py`). `amp='on'`
 trains in BF16 autocast on the CPU (about twice as fast where the CPU has BF16 units);
 CUDA uses FP16 autocast by default.
 
@@ -51,7 +56,7 @@ from derain.models.evaluate import EvalReport, score_image
 from derain.models.files import atomic_path
 from derain.models.hub import load_model
 from derain.models.metrics import ssim
-from derain.models.synth import RainSampler, add_rain, dead_leaves
+from derain.models.synth import RainSampler, add_rain, dead_leaves, fine_structure
 
 IMAGE_WEIGHT = 0.55
 RAIN_WEIGHT = 0.45
@@ -71,8 +76,9 @@ LOG_FILE = "log.jsonl"
 # What a (seed, step) batch of synthetic rain holds: bump it when the synthesiser or the
 # augmentation changes, so that a run resumes only on the data it started with.
 # 2: dead-leaves patches, exposure jitter, Screen blend. 3: sticks among the dead leaves.
-# 4: most light rain dense and faint (RainSampler.faint_fraction).
-DATA_RECIPE = 4
+# 4: most light rain dense and faint (RainSampler.faint_fraction). 5: defocused drops, night
+# exposures, --structures and --identity.
+DATA_RECIPE = 5
 AMP_MODES = ("auto", "on", "off")
 
 
@@ -101,6 +107,8 @@ class TrainConfig:
     seed: int = 0
     l1: float = 0.0
     procedural: float = 0.0
+    structures: float = 0.0
+    identity: float = 0.0
     amp: str = "auto"
     log_every: int = 10
 
@@ -189,24 +197,35 @@ class PairedSource:
 
 
 def _photometric(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Half the time, a random exposure (gain 0.7-1.4, highlights clip) and gamma (0.7-1.4).
+    """Half the time, a random exposure (gain 0.7-1.4, highlights clip) and gamma (0.7-1.4);
+    one time in eight, night (gain 0.15-0.5, gamma 1.3-2.2: dark, crushed shadows).
 
-    Clipped highlights stand in for the white sky and steam that a dozen photos rarely show.
+    Clipped highlights stand in for the white sky and steam that a few dozen photos rarely show,
+    the dark exposures for the night scenes that none of them is.
     """
-    if rng.random() < 0.5:
+    draw = rng.random()
+    if draw < 0.5:
         return image
-    gain, gamma = rng.uniform(0.7, 1.4), math.exp(rng.uniform(math.log(0.7), math.log(1.4)))
+    if draw < 0.875:
+        gain, gamma = rng.uniform(0.7, 1.4), math.exp(rng.uniform(math.log(0.7), math.log(1.4)))
+    else:
+        gain, gamma = rng.uniform(0.15, 0.5), rng.uniform(1.3, 2.2)
     return np.clip(np.power(image, np.float32(gamma)) * np.float32(gain), 0.0, 1.0)
 
 
 class SyntheticSource:
     """Clean images held in memory (and, for a `procedural` share of patches, dead-leaves
-    images made on the spot); rain is synthesised per patch."""
+    images made on the spot); a `structures` share gets thin structure drawn over it, an
+    `identity` share stays dry (target = input, no rain); rain is synthesised per patch."""
 
-    def __init__(self, paths: list[Path], sampler: RainSampler, procedural: float = 0.0) -> None:
+    def __init__(
+        self, paths: list[Path], sampler: RainSampler, procedural: float = 0.0, structures: float = 0.0, identity: float = 0.0
+    ) -> None:
         self.images = [read_image(p) for p in paths]
         self.sampler = sampler
         self.procedural = procedural
+        self.structures = structures
+        self.identity = identity
         self.pixels = sum(im.shape[0] * im.shape[1] for im in self.images)
         # Pick images in proportion to their area, so every pixel is equally likely.
         areas = np.array([im.shape[0] * im.shape[1] for im in self.images], dtype=np.float64)
@@ -217,6 +236,10 @@ class SyntheticSource:
 
     def sample(self, patch: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         crop = dead_leaves(patch, patch, rng) if rng.random() < self.procedural else self._photo_patch(patch, rng)
+        if rng.random() < self.structures:
+            crop = fine_structure(crop, rng)
+        if rng.random() < self.identity:
+            return crop, crop, np.zeros_like(crop)
         rainy, rain = add_rain(crop, self.sampler(rng), rng)
         return rainy, crop, rain
 
@@ -253,10 +276,11 @@ def _synthetic_paths(folder: Path) -> list[Path]:
 
 def build_sources(cfg: TrainConfig) -> tuple[Source, Source | None]:
     """Training and validation sources; without `val` a tenth of the data is held out."""
-    if not 0.0 <= cfg.procedural <= 1.0:
-        raise TrainError(f"procedural={cfg.procedural:g}: give the share of generated patches, from 0 to 1")
-    if cfg.procedural and not cfg.synthetic_rain:
-        raise TrainError("`procedural`: generated images have no rain of their own; add synthetic_rain=True")
+    for option, share in (("procedural", cfg.procedural), ("structures", cfg.structures), ("identity", cfg.identity)):
+        if not 0.0 <= share <= 1.0:
+            raise TrainError(f"{option}={share:g}: give the share of patches, from 0 to 1")
+        if share and not cfg.synthetic_rain:
+            raise TrainError(f"`{option}`: it shapes the patches that synthetic rain falls on; add synthetic_rain=True")
     sampler = RainSampler(heavy_fraction=cfg.heavy_fraction)
     data = Path(cfg.data)
     if not data.is_dir():
@@ -266,7 +290,7 @@ def build_sources(cfg: TrainConfig) -> tuple[Source, Source | None]:
     perm_rng = np.random.default_rng([cfg.seed, 1])
     if cfg.synthetic_rain:
         items: list = _synthetic_paths(data)
-        make: Callable = partial(SyntheticSource, sampler=sampler, procedural=cfg.procedural)
+        make: Callable = partial(SyntheticSource, sampler=sampler, procedural=cfg.procedural, structures=cfg.structures, identity=cfg.identity)
         val_items = _synthetic_paths(Path(cfg.val)) if cfg.val else None
     else:
         try:
@@ -448,7 +472,10 @@ def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
                 f"`resume`: {out} was started on an older synthetic-rain recipe; "
                 f"start a new run from its weights with init={str(out / LAST_FILE)!r}"
             )
-        keys = ("variant", "stages", "patch", "batch", "seed", "synthetic_rain", "procedural", "heavy_fraction", "steps_per_epoch")
+        keys = (
+            "variant", "stages", "patch", "batch", "seed", "synthetic_rain", "procedural", "structures", "identity",
+            "heavy_fraction", "steps_per_epoch",
+        )
         for key in keys:
             # Runs saved before a key existed ran with its default.
             was = saved.get(key, TrainConfig.__dataclass_fields__[key].default)
@@ -489,6 +516,8 @@ def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
     training_data = (
         f"synthetic rain on {len(train_src)} clean images from {cfg.data}"
         + (f" and on dead-leaves images ({cfg.procedural:.0%} of patches)" if cfg.procedural else "")
+        + (f", thin structure drawn over {cfg.structures:.0%}" if cfg.structures else "")
+        + (f", {cfg.identity:.0%} of patches left dry (target = input)" if cfg.identity else "")
         if cfg.synthetic_rain
         else f"{len(train_src)} rainy/clean pairs from {cfg.data}"
     ) + (f", fine-tuned from {cfg.init}" if cfg.init else "")

@@ -107,10 +107,26 @@ def test_debian_photos_are_fetched_checked_scaled_and_written_with_the_rest(
     monkeypatch.setattr(photos, "DEBIAN", _wanted(package, "wide", "small"))
     assert photos.main([str(tmp_path / "set"), "--mirror", url]) == 0
     written = {p.stem for p in (tmp_path / "set").glob("*.png")}
-    assert written == {"test-wallpapers-wide", "test-wallpapers-small", *photos.SKIMAGE}
+    assert written == {"test-wallpapers-wide", "test-wallpapers-small", *photos.SKIMAGE, *photos.SKIMAGE_MORE}
     assert cv2.imread(str(tmp_path / "set" / "test-wallpapers-wide.png")).shape == (307, 512, 3)
     small = cv2.imread(str(tmp_path / "set" / "test-wallpapers-small.png"))
     np.testing.assert_array_equal(small, cv2.imdecode(np.frombuffer(_jpeg(200, 300), np.uint8), cv2.IMREAD_COLOR))
+
+
+def test_held_out_photos_go_to_their_own_folder(mirror: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url, pool = mirror
+    package = _publish(pool, {"usr/share/backgrounds/kept.jpg": _jpeg(200, 300), "usr/share/backgrounds/held.jpg": _jpeg(200, 300)})
+    monkeypatch.setattr(photos, "DEBIAN", _wanted(package, "kept", "held"))
+    monkeypatch.setattr(photos, "HELD_OUT", ("test-wallpapers-held", "astronaut"))
+    assert photos.main([str(tmp_path / "set"), "--mirror", url, "--held-out", str(tmp_path / "val")]) == 0
+    assert {p.stem for p in (tmp_path / "val").glob("*.png")} == {"test-wallpapers-held", "astronaut"}
+    train = {p.stem for p in (tmp_path / "set").glob("*.png")}
+    assert "test-wallpapers-kept" in train and not train & {"test-wallpapers-held", "astronaut"}
+
+
+def test_the_held_out_names_are_photos_the_builder_writes() -> None:
+    names = {p.name for p in photos.DEBIAN} | set(photos.SKIMAGE)
+    assert set(photos.HELD_OUT) <= names
 
 
 def test_a_package_that_is_not_the_pinned_file_is_refused(mirror: tuple[str, Path]) -> None:

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import cv2
 import numpy as np
 import pytest
 
-from derain.models.synth import RainSampler, RainStyle, RainVideo, add_rain, composite, dead_leaves, direction, render_streaks
+from derain.models.synth import (
+    RainSampler,
+    RainStyle,
+    RainVideo,
+    add_rain,
+    composite,
+    dead_leaves,
+    direction,
+    fine_structure,
+    render_streaks,
+)
 
 
 def streak_angle(layer: np.ndarray) -> float:
@@ -79,7 +90,7 @@ def test_rainy_is_clean_plus_rain(heavy: bool, blend: str) -> None:
 
 
 def test_light_rain_layers_share_one_angle() -> None:
-    sampler = RainSampler()
+    sampler = RainSampler(defocus_fraction=0.0)
     for seed in range(50):
         styles = sampler.light(np.random.default_rng(seed))
         assert 1 <= len(styles) <= 2
@@ -91,7 +102,7 @@ def test_light_rain_layers_share_one_angle() -> None:
 
 @pytest.mark.parametrize("faint", [0.0, 1.0])
 def test_light_rain_regimes(faint: float) -> None:
-    sampler = RainSampler(faint_fraction=faint)
+    sampler = RainSampler(faint_fraction=faint, defocus_fraction=0.0)
     for seed in range(50):
         styles = sampler.light(np.random.default_rng(seed))
         coverage = sum(s.density * s.length * s.width for s in styles)
@@ -180,3 +191,37 @@ def test_one_rain_has_one_blend() -> None:
         add_rain(clean, [RainStyle(blend="add"), RainStyle(blend="screen")], np.random.default_rng(0))
     rainy, rain = add_rain(clean, [], np.random.default_rng(0))
     assert np.array_equal(rainy, clean) and not rain.any()
+
+
+def test_defocused_drops_are_wide_soft_and_faint() -> None:
+    sharp = RainStyle(density=0.0002, length=40, width=4.0, intensity=0.3)
+    soft = dataclasses.replace(sharp, blur=3.0)
+    a, b = (render_streaks(160, 160, style, np.random.default_rng(5)) for style in (sharp, soft))
+    # Drops spread out: a lower peak, more pixels touched.
+    assert b.max() < 0.8 * a.max() and (b > 0.02).mean() > 1.2 * (a > 0.02).mean()
+    with pytest.raises(ValueError, match="blur"):
+        RainStyle(blur=-1.0)
+
+
+@pytest.mark.parametrize("kind", ["light", "heavy"])
+def test_some_rain_gets_a_defocused_layer_at_its_angle(kind: str) -> None:
+    layers = [getattr(RainSampler(defocus_fraction=f), kind)(np.random.default_rng(s)) for f in (0.0, 1.0) for s in range(20)]
+    plain, defocused = layers[:20], layers[20:]
+    assert not any(style.blur for styles in plain for style in styles)
+    for styles in defocused:
+        near = styles[-1]
+        assert near.blur >= 1.0 and near.width >= 3.0 and near.intensity <= 0.35
+        assert abs(near.angle - styles[0].angle) < 15 and near.blend == styles[0].blend
+
+
+def test_fine_structure_is_thin_seeded_and_only_adds_scene() -> None:
+    base = np.full((96, 96, 3), 0.5, np.float32)
+    drawn = [fine_structure(base, np.random.default_rng(s)) for s in range(40)]
+    np.testing.assert_array_equal(drawn[3], fine_structure(base, np.random.default_rng(3)))
+    changed = [np.abs(d - base).max(axis=-1) > 0.02 for d in drawn]
+    # Nearly every draw adds something (a colour near the grey, or text off the edge, may not),
+    # as thin lines: eroding the changed pixels by a 5x5 square leaves little (no solid blocks).
+    assert np.mean([c.any() for c in changed]) > 0.9
+    kept = [cv2.erode(c.astype(np.uint8), np.ones((5, 5), np.uint8)).sum() / c.sum() for c in changed if c.any()]
+    assert np.median(kept) < 0.3
+    assert all(0.0 <= d.min() and d.max() <= 1.0 and d.dtype == np.float32 for d in drawn)

@@ -197,7 +197,40 @@ def test_procedural_share_replaces_photo_patches(tmp_path: Path) -> None:
     assert photo_chroma < 1e-6 and (generated_chroma > 0.05).all()
 
 
-@pytest.mark.parametrize(("extra", "message"), [({"procedural": 1.5}, "from 0 to 1"), ({"procedural": 0.3, "synthetic_rain": False}, "add synthetic_rain=True")])
+def test_identity_patches_are_dry_and_their_own_target(clean_dir: Path, tmp_path: Path) -> None:
+    cfg = tiny(clean_dir, tmp_path / "run", identity=1.0, structures=1.0, batch=16)
+    source, _ = train_mod.build_sources(cfg)
+    rainy, clean, rain = train_mod.make_batch(source, cfg, 0)
+    assert torch.equal(rainy, clean) and not rain.any()
+    cfg.identity = 0.0
+    source, _ = train_mod.build_sources(cfg)
+    rainy, clean, rain = train_mod.make_batch(source, cfg, 0)
+    assert (rain.abs().amax(dim=(1, 2, 3)) > 0.05).all()
+
+
+def test_structure_share_draws_thin_lines_on_the_clean_patches(tmp_path: Path) -> None:
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    cv2.imwrite(str(flat / "grey.png"), np.full((80, 80, 3), 128, np.uint8))
+    cfg = TrainConfig(data=str(flat), out=str(tmp_path / "run"), synthetic_rain=True, patch=32, batch=16, identity=1.0)
+    source, _ = train_mod.build_sources(cfg)
+    _, plain, _ = train_mod.make_batch(source, cfg, 0)
+    cfg.structures = 1.0
+    source, _ = train_mod.build_sources(cfg)
+    _, drawn, _ = train_mod.make_batch(source, cfg, 0)
+    spread = lambda batch: (batch.amax(dim=(2, 3)) - batch.amin(dim=(2, 3))).amax(dim=1)
+    assert (spread(plain) < 1e-6).all() and (spread(drawn) > 0.02).float().mean() > 0.9
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"procedural": 1.5}, "from 0 to 1"),
+        ({"procedural": 0.3, "synthetic_rain": False}, "add synthetic_rain=True"),
+        ({"identity": -0.1}, "identity=-0.1: give the share"),
+        ({"structures": 0.5, "synthetic_rain": False}, "`structures`: .* add synthetic_rain=True"),
+    ],
+)
 def test_procedural_option_is_checked(clean_dir: Path, tmp_path: Path, extra: dict, message: str) -> None:
     with pytest.raises(TrainError, match=message):
         train_mod.build_sources(tiny(clean_dir, tmp_path / "run", **extra))

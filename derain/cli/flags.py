@@ -12,9 +12,9 @@ import re
 # Every library parameter that a flag sets; the flag is the name with dashes unless renamed.
 PARAMETERS = (
     "address", "allow_lossy", "amp", "batch", "bitrate", "codec", "crf", "device", "drop_policy", "duration", "dynamic",
-    "engine", "epochs", "format", "gpus_per_worker", "heavy_fraction", "init", "l1", "lr", "max_latency",
+    "engine", "epochs", "format", "gpus_per_worker", "heavy_fraction", "identity", "init", "l1", "lr", "max_latency",
     "mirror", "out", "overwrite", "patch", "precision", "preset", "procedural", "realtime", "reconnect_max",
-    "restream", "resume", "retries", "shape", "stages", "start", "steps_per_epoch", "synthetic_rain",
+    "restream", "resume", "retries", "shape", "stages", "start", "steps_per_epoch", "structures", "synthetic_rain",
     "temporal", "tile", "timeout", "val", "val_crop", "variant", "weights", "workers",
 )
 RENAMED = {"input_options": "--option", "outdir": "-o", "output": "-o"}

@@ -4,7 +4,8 @@ on paired data or on clean images under synthetic rain.
 Defaults are TrainConfig's (models/train.py), the one place they are written: an option not
 given here is not passed on. `--l1 W` adds W x the final image's mean absolute error to the
 paper's SSIM loss; `--procedural F` draws a share F of synthetic-rain patches from generated
-dead-leaves images. A stopped run saves its state; `--resume` continues it exactly.
+dead-leaves images; `--structures F` draws thin clean structure (grilles, fences, text, grass)
+over a share F of them; `--identity F` leaves a share F without rain, the target the input itself. A stopped run saves its state; `--resume` continues it exactly.
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--l1", type=float, metavar="W", help="add W x L1 of the final image to the loss (default 0: the paper's SSIM-only loss)")
     p.add_argument("--procedural", type=float, metavar="F",
                    help="with --synthetic-rain, draw this share of patches from generated dead-leaves images instead of --data (default 0)")
+    p.add_argument("--structures", type=float, metavar="F",
+                   help="with --synthetic-rain, draw grilles, fences, text or grass blades over this share of patches (default 0)")
+    p.add_argument("--identity", type=float, metavar="F",
+                   help="with --synthetic-rain, leave this share of patches dry, the target the input itself (default 0)")
     p.add_argument("--amp", choices=AMP_MODES,
                    help="mixed precision: FP16 on CUDA (auto, the default: on), BF16 on the CPU (auto: off; about twice as fast on CPUs with AMX)")
     p.set_defaults(func=run)
