@@ -180,17 +180,24 @@ def test_refuses_shared_test_data(tmp_path: Path) -> None:
         check_not_test_set(shared / "NTURain_ra1_real")
 
 
+def clean_patches_before_and_after(cfg: TrainConfig, **change: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first batch's clean patches under `cfg`, and again with `change` made to it."""
+    batches = []
+    for settings in ({}, change):
+        for name, value in settings.items():
+            setattr(cfg, name, value)
+        source, _ = train_mod.build_sources(cfg)
+        batches.append(train_mod.make_batch(source, cfg, 0)[1])
+    return batches[0], batches[1]
+
+
 def test_procedural_share_replaces_photo_patches(tmp_path: Path) -> None:
     flat = tmp_path / "flat"
     flat.mkdir()
     for k in range(2):
         cv2.imwrite(str(flat / f"grey{k}.png"), np.full((80, 80, 3), 128, np.uint8))
     cfg = TrainConfig(data=str(flat), out=str(tmp_path / "run"), synthetic_rain=True, patch=32, batch=32, heavy_fraction=0.0)
-    source, _ = train_mod.build_sources(cfg)
-    _, photos, _ = train_mod.make_batch(source, cfg, 0)
-    cfg.procedural = 1.0
-    source, _ = train_mod.build_sources(cfg)
-    _, generated, _ = train_mod.make_batch(source, cfg, 0)
+    photos, generated = clean_patches_before_and_after(cfg, procedural=1.0)
     # The grey photos stay grey under exposure jitter; generated patches are colourful.
     photo_chroma = (photos.amax(dim=1) - photos.amin(dim=1)).max()
     generated_chroma = (generated.amax(dim=1) - generated.amin(dim=1)).mean(dim=(1, 2))
@@ -213,11 +220,7 @@ def test_structure_share_draws_thin_lines_on_the_clean_patches(tmp_path: Path) -
     flat.mkdir()
     cv2.imwrite(str(flat / "grey.png"), np.full((80, 80, 3), 128, np.uint8))
     cfg = TrainConfig(data=str(flat), out=str(tmp_path / "run"), synthetic_rain=True, patch=32, batch=16, identity=1.0)
-    source, _ = train_mod.build_sources(cfg)
-    _, plain, _ = train_mod.make_batch(source, cfg, 0)
-    cfg.structures = 1.0
-    source, _ = train_mod.build_sources(cfg)
-    _, drawn, _ = train_mod.make_batch(source, cfg, 0)
+    plain, drawn = clean_patches_before_and_after(cfg, structures=1.0)
     spread = lambda batch: (batch.amax(dim=(2, 3)) - batch.amin(dim=(2, 3))).amax(dim=1)
     assert (spread(plain) < 1e-6).all() and (spread(drawn) > 0.02).float().mean() > 0.9
 
