@@ -291,7 +291,7 @@ class VideoSettings:
 
     batch: int = 1
     temporal: int = 1
-    fusion: str = "mean"
+    fusion: str = "rain"
     codec: str | None = None
     crf: float | None = None
     bitrate: str | None = None
@@ -460,7 +460,7 @@ def batch(
     allow_lossy: bool = False,
     batch: int = 1,
     temporal: int = 1,
-    fusion: str = "mean",
+    fusion: str = "rain",
     codec: str | None = None,
     crf: float | None = None,
     bitrate: str | None = None,
